@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from . import staggered
 from .covariates import CENTERINGS, CovariateConfig, prepare
+from .design import StaggeredDesign, is_four_block, staggered_design
 from .estimator import finalize
 from .nets import init_mlp, init_mlp_stack, mlp, mlp_stack
 from .panel import Panel
@@ -40,8 +42,13 @@ class CodealConfig:
       steps: full-batch Adam steps (50; 1000 for the paper's real data).
       learning_rate: Adam learning rate (2e-3; 1e-4 for the real data).
       covariates: the covariate stage.
-      centering: ``"blocks"`` (four-block script), ``"controls"`` (staggered
-        script) or ``"none"``.
+      centering: ``"auto"`` (the reference code's choice: ``"blocks"`` on a
+        four-block design, ``"controls"`` on a staggered one), ``"blocks"``,
+        ``"controls"`` or ``"none"``.
+      max_groups: staggered designs only: merge adoption dates into at most
+        this many groups (never-treated included); None keeps every date.
+      max_buckets: staggered designs only: at most this many padded
+        subproblem shapes (more shapes waste less padding, compile longer).
     """
 
     latent_dim: int = 3
@@ -50,7 +57,9 @@ class CodealConfig:
     steps: int = 50
     learning_rate: float = 2e-3
     covariates: CovariateConfig = CovariateConfig()
-    centering: str = "blocks"
+    centering: str = "auto"
+    max_groups: int | None = None
+    max_buckets: int = 4
 
     def __post_init__(self):
         for name in ("latent_dim", "steps"):
@@ -63,8 +72,22 @@ class CodealConfig:
             object.__setattr__(self, name, widths)  # lists -> tuples keep the config hashable
         if not self.learning_rate > 0:
             raise ValueError(f"CodealConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"CodealConfig.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        if self.max_groups is not None and self.max_groups < 2:
+            raise ValueError(f"CodealConfig.max_groups must be >= 2 or None, got {self.max_groups}")
+        if self.max_buckets < 1:
+            raise ValueError(f"CodealConfig.max_buckets must be >= 1, got {self.max_buckets}")
+        if self.centering not in ("auto", *CENTERINGS):
+            raise ValueError(f"CodealConfig.centering must be 'auto' or one of {CENTERINGS}, got {self.centering!r}")
+
+    @classmethod
+    def paper_staggered(cls, **overrides) -> "CodealConfig":
+        """The staggered script's settings (decoders with two hidden layers), K = 4."""
+        return cls(**{"latent_dim": 4, "decoder_hidden": (64, 64), **overrides})
+
+    @classmethod
+    def paper_real_data(cls, **overrides) -> "CodealConfig":
+        """The OxCGRT notebook's settings: K = 2, 1000 steps, lr 1e-4, two hidden decoder layers."""
+        return cls(**{"latent_dim": 2, "decoder_hidden": (64, 64), "steps": 1000, "learning_rate": 1e-4, **overrides})
 
     def check(self, panel: Panel) -> None:
         """Panel-dependent checks, before tracing."""
@@ -75,15 +98,26 @@ class CodealConfig:
             )
 
 
-def init_autoencoder(key: jax.Array, n_units: int, config: CodealConfig) -> dict:
-    """Encoder N -> ... -> K and N stacked decoders K -> ... -> 1 (PyTorch init)."""
+def init_autoencoder(key: jax.Array, n_units: int, config: CodealConfig, fan_in=None) -> dict:
+    """Encoder N -> ... -> K and N stacked decoders K -> ... -> 1 (PyTorch init).
+
+    Args:
+      key: PRNG key.
+      n_units: N, the input width and number of decoders.
+      config: architecture.
+      fan_in: optional (traced) number of units really present; the first
+        encoder layer is then initialised as if its input had that width, so
+        a subproblem padded to N units starts like the reference code's
+        sub-panel network of ``fan_in`` inputs.
+    """
     k_enc, k_dec = jax.random.split(key)
     enc_sizes = (n_units, *config.encoder_hidden, config.latent_dim)
     dec_sizes = (config.latent_dim, *config.decoder_hidden, 1)
-    return {
-        "encoder": init_mlp(k_enc, enc_sizes),
-        "decoders": init_mlp_stack(k_dec, n_units, dec_sizes),
-    }
+    encoder = init_mlp(k_enc, enc_sizes)
+    if fan_in is not None:
+        scale = jnp.sqrt(n_units / jnp.maximum(fan_in, 1).astype(jnp.float32))
+        encoder = ((encoder[0][0] * scale, encoder[0][1] * scale), *encoder[1:])
+    return {"encoder": encoder, "decoders": init_mlp_stack(k_dec, n_units, dec_sizes)}
 
 
 def apply_autoencoder(params: dict, inputs: jax.Array) -> jax.Array:
@@ -113,13 +147,27 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
       ``(pred, losses)``: (N, T) reconstruction and (steps,) training losses.
     """
     inputs = jnp.where(mask, y_tilde, 0.0)
-    params = init_autoencoder(key, y_tilde.shape[0], config)
+    present = jnp.sum(jnp.any(mask, axis=1))  # units outside a (padded) sub-panel have no cells
+    params = init_autoencoder(key, y_tilde.shape[0], config, fan_in=present)
 
     def loss(p):
         return masked_mse(apply_autoencoder(p, inputs), y_tilde, mask)
 
     params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
     return apply_autoencoder(params, inputs), losses
+
+
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig):
+    """One four-block imputation on adjusted outcomes: ``(pred, status, info)``."""
+    pred, losses = fit_autoencoder(key, y_tilde, mask, config)
+    status = jnp.where(jnp.all(jnp.isfinite(losses)), 0, 1).astype(jnp.int32)
+    return pred, status, {"loss": losses}
+
+
+def _centering(config: CodealConfig, staggered_design: bool) -> str:
+    if config.centering != "auto":
+        return config.centering
+    return "controls" if staggered_design else "blocks"
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -141,7 +189,42 @@ def fit(key: jax.Array, panel: Panel, config: CodealConfig = CodealConfig()) -> 
       (covariate steps,) when the DNN stage ran, and ``mu0``.
     """
     k_cov, k_ae = jax.random.split(key)
-    prep = prepare(k_cov, panel, config.covariates, config.centering)
-    pred, losses = fit_autoencoder(k_ae, prep.y_tilde, prep.mask, config)
-    status = jnp.where(jnp.all(jnp.isfinite(losses)), 0, 1)
-    return finalize(panel, pred, prep.offset, status, {**prep.info, "loss": losses})
+    prep = prepare(k_cov, panel, config.covariates, _centering(config, False))
+    pred, status, info = impute(k_ae, prep.y_tilde, prep.mask, config)
+    return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
+
+
+@functools.partial(jax.jit, static_argnames=("config", "design"))
+def fit_staggered(key: jax.Array, panel: Panel, config: CodealConfig, design: StaggeredDesign) -> Result:
+    """CoDEAL on a staggered design (paper Algorithm 2), all subproblems batched.
+
+    The covariate stage runs once on the full panel (each period fit on the
+    units untreated in it); then one autoencoder per treated block, trained
+    together (see :mod:`codeal_jax.staggered`). Treated entries are zero in the
+    encoder input during training and imputation alike.
+
+    Args:
+      key: PRNG key.
+      panel: the data, units in any order (results come back in that order).
+      config: static settings.
+      design: from :func:`codeal_jax.design.staggered_design` on ``panel.w``.
+
+    Returns:
+      ``Result``; ``info["loss"]`` is (subproblems, steps).
+    """
+    k_cov, k_ae = jax.random.split(key)
+    prep = prepare(k_cov, panel, config.covariates, _centering(config, True))
+    pred, status, info = staggered.solve(k_ae, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets)
+    return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
+
+
+def dispatch(panel: Panel, config: CodealConfig):
+    """Host-side: picks the four-block or the staggered programme from ``panel.w``.
+
+    Returns:
+      ``(fit_fn, config)`` with ``fit_fn(key, panel, config) -> Result`` pure.
+    """
+    if is_four_block(panel.w):
+        return fit, config
+    design = staggered_design(panel.w, config.max_groups)
+    return functools.partial(fit_staggered, design=design), config

@@ -84,6 +84,8 @@ def centre(panel: Panel, how: str) -> jax.Array:
     skipped. ``"controls"``: mean of the never-treated units' outcomes (the
     staggered script). ``"none"``: 0.
     """
+    if how == "auto":  # the four-block script's rule; staggered fits resolve "auto" themselves
+        how = "blocks"
     if how == "none":
         return jnp.zeros((), panel.y.dtype)
     obs = panel.observed

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
@@ -29,7 +30,8 @@ def train(
     Args:
       loss_fn: pure scalar loss of the parameters (data closed over).
       params: initial parameter pytree.
-      optimizer: an optax transformation (e.g. ``optax.adam(lr)``).
+      optimizer: an element-wise optax transformation (e.g. ``optax.adam(lr)``);
+        it sees the parameters as one flat vector.
       steps: number of steps (static).
 
     Returns:
@@ -37,11 +39,19 @@ def train(
       before each step. A diverging run yields NaN/inf here rather than raising.
     """
 
-    def step(carry, _):
-        p, state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, state = optimizer.update(grads, state, p)
-        return (optax.apply_updates(p, updates), state), loss
+    # The optimiser runs on one flat vector: element-wise optimisers (Adam,
+    # AdamW) are unchanged by this, and one fused update instead of one per
+    # leaf cuts both compile time and per-step overhead.
+    flat, unravel = ravel_pytree(params)
 
-    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=steps)
-    return params, losses
+    def flat_loss(f):
+        return loss_fn(unravel(f))
+
+    def step(carry, _):
+        f, state = carry
+        loss, grads = jax.value_and_grad(flat_loss)(f)
+        updates, state = optimizer.update(grads, state, f)
+        return (optax.apply_updates(f, updates), state), loss
+
+    (flat, _), losses = jax.lax.scan(step, (flat, optimizer.init(flat)), length=steps)
+    return unravel(flat), losses

@@ -1,0 +1,138 @@
+"""Staggered adoption (paper Algorithm 2): every subproblem in one batched program.
+
+Algorithm 2 solves one four-block problem per treated block (r(r-1)/2 of
+them). With units sorted by adoption time each subproblem's sub-panel is a
+top-left rectangle of the panel, so a subproblem is a mask over a slice.
+Subproblems of similar size are padded to a common shape (a *bucket*) and
+solved together under ``vmap``; the masks make the padding exact (padded
+units and periods get no loss and zero inputs, hence zero gradients, and Adam
+leaves untouched parameters at their initial values). A small dynamic
+programme picks the buckets so that little work is wasted on padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .design import StaggeredDesign, Subproblem
+
+# impute(key, y_tilde (R, C), mask (R, C), config) -> (pred (R, C), status (), info dict)
+ImputeFn = Callable[..., tuple]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """Subproblems solved together, padded to ``rows x cols``."""
+
+    rows: int
+    cols: int
+    members: tuple[int, ...]  # indices into design.subproblems()
+
+
+def plan_buckets(subs: tuple[Subproblem, ...], max_buckets: int) -> tuple[Bucket, ...]:
+    """Chooses at most ``max_buckets`` padded shapes and assigns each subproblem to one.
+
+    Candidate shapes are the (rows, cols) pairs the subproblems take; the
+    largest is always needed. Shapes are added greedily, each time the one
+    that most reduces the total padded cells, and every subproblem goes to the
+    smallest chosen shape that contains it.
+    """
+    rows = sorted({s.rows for s in subs})
+    cols = sorted({s.cols for s in subs})
+    candidates = [(r, c) for r in rows for c in cols]
+
+    def assign(shapes):
+        out = []
+        for s in subs:
+            fits = [(r * c, (r, c)) for r, c in shapes if r >= s.rows and c >= s.cols]
+            out.append(min(fits)[1])
+        return out
+
+    def total(shapes):
+        return sum(r * c for r, c in assign(shapes))
+
+    chosen = [(rows[-1], cols[-1])]
+    while len(chosen) < max_buckets:
+        cur = total(chosen)
+        best = min(candidates, key=lambda sh: total(chosen + [sh]) if sh not in chosen else cur)
+        if total(chosen + [best]) >= cur:
+            break
+        chosen.append(best)
+    where = assign(chosen)
+    buckets = []
+    for shape in sorted(set(where)):
+        members = tuple(j for j, sh in enumerate(where) if sh == shape)
+        buckets.append(Bucket(shape[0], shape[1], members))
+    return tuple(buckets)
+
+
+def padded_cost(design: StaggeredDesign, max_buckets: int) -> float:
+    """Work of the bucketed programme in full-panel equivalents (cells / (N T))."""
+    subs = design.subproblems()
+    cells = sum(len(b.members) * b.rows * b.cols for b in plan_buckets(subs, max_buckets))
+    return cells / (design.n_units * design.n_periods)
+
+
+def subproblem_mask(sub: Subproblem, rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) bool: the sub-panel minus its D region, in padded coordinates."""
+    r = np.arange(rows)[:, None]
+    c = np.arange(cols)[None, :]
+    inside = (r < sub.rows) & (c < sub.cols)
+    d_region = (r >= sub.ctrl_rows) & (c >= sub.pre_cols)
+    return inside & ~d_region
+
+
+def solve(
+    key: jax.Array,
+    y_tilde: jax.Array,
+    fit_mask: jax.Array,
+    design: StaggeredDesign,
+    impute: ImputeFn,
+    config,
+    max_buckets: int = 4,
+):
+    """Imputes every treated block of a staggered design.
+
+    Args:
+      key: PRNG key; subproblem j uses ``fold_in(key, j)`` whatever its bucket,
+        so results do not depend on the bucketing.
+      y_tilde: (N, T) adjusted outcomes (zero outside ``fit_mask``), caller's order.
+      fit_mask: (N, T) observed untreated cells.
+      design: the static partition.
+      impute: the method's single-problem imputation.
+      config: the method's static config, passed to ``impute``.
+      max_buckets: cap on distinct padded shapes (each is compiled once).
+
+    Returns:
+      ``(pred, status, info)``: (N, T) imputations on every treated block (0
+      elsewhere) in the caller's unit order, the worst status, and per-subproblem
+      diagnostics stacked in subproblem order under ``info``.
+    """
+    order = np.asarray(design.order)
+    ys = y_tilde[order]
+    ms = fit_mask[order]
+    subs = design.subproblems()
+    n, t = ys.shape
+    pred = jnp.zeros((n, t), ys.dtype)
+    statuses, infos = [None] * len(subs), [None] * len(subs)
+    for bucket in plan_buckets(subs, max_buckets):
+        masks = np.stack([subproblem_mask(subs[j], bucket.rows, bucket.cols) for j in bucket.members])
+        masks = jnp.asarray(masks) & ms[None, : bucket.rows, : bucket.cols]
+        keys = jnp.stack([jax.random.fold_in(key, j) for j in bucket.members])
+        inputs = ys[: bucket.rows, : bucket.cols]
+        out, st, info = jax.vmap(lambda k, m: impute(k, jnp.where(m, inputs, 0.0), m, config))(keys, masks)
+        for pos, j in enumerate(bucket.members):
+            s = subs[j]
+            pred = pred.at[s.target_row0 : s.rows, s.target_col0 : s.cols].set(
+                out[pos, s.target_row0 : s.rows, s.target_col0 : s.cols]
+            )
+            statuses[j] = st[pos]
+            infos[j] = jax.tree.map(lambda a: a[pos], info)
+    inverse = np.argsort(order)
+    info = jax.tree.map(lambda *a: jnp.stack(a), *infos) if infos and infos[0] else {}
+    return pred[inverse], jnp.max(jnp.stack(statuses)), info

@@ -1,0 +1,144 @@
+"""CoDEAL on four-block designs: structure, vectorisation, determinism, leakage."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import codeal_jax as cj
+from codeal_jax import codeal, covariates
+from codeal_jax.nets import init_mlp_stack, mlp
+
+from conftest import four_block_arrays
+
+TINY = cj.CodealConfig(
+    latent_dim=2,
+    encoder_hidden=(8, 8),
+    decoder_hidden=(8, 8),
+    steps=20,
+    covariates=cj.CovariateConfig(hidden=4, steps=10),
+)
+
+
+def test_result_shapes_and_dtypes(small_panel, key):
+    r = cj.estimate(key, small_panel, config=TINY)
+    assert r.y0_hat.shape == (16, 12) and r.y0_hat.dtype == jnp.float32
+    assert r.unit_att.shape == (16,) and r.att.shape == () and r.status.dtype == jnp.int32
+    assert int(r.status) == cj.Status.OK
+    assert np.isnan(np.asarray(r.unit_att[:8])).all() and np.isfinite(np.asarray(r.unit_att[8:])).all()
+    assert r.info["loss"].shape == (20,) and r.info["covariate_loss"].shape == (10,)
+    # Untreated observed cells are returned as observed.
+    w = np.asarray(small_panel.w)
+    np.testing.assert_array_equal(np.asarray(r.y0_hat)[~w], np.asarray(small_panel.y)[~w])
+
+
+def test_effects_match_numpy_definition(small_panel, key):
+    r = cj.estimate(key, small_panel, config=TINY)
+    y, w, y0 = (np.asarray(a, np.float64) for a in (small_panel.y, small_panel.w, r.y0_hat))
+    unit = np.array([(y[i] - y0[i])[w[i] == 1].mean() if w[i].any() else np.nan for i in range(16)])
+    np.testing.assert_allclose(np.asarray(r.unit_att), unit, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(r.att), (y - y0)[w == 1].mean(), rtol=1e-5)
+    eff = np.asarray(cj.effects(small_panel, r))
+    assert np.isnan(eff[w == 0]).all()
+
+
+def test_same_key_same_numbers_and_keys_matter(small_panel, key):
+    a = cj.estimate(key, small_panel, config=TINY)
+    b = cj.estimate(key, small_panel, config=TINY)
+    c = cj.estimate(jax.random.key(123), small_panel, config=TINY)
+    np.testing.assert_array_equal(np.asarray(a.y0_hat), np.asarray(b.y0_hat))
+    assert not np.allclose(np.asarray(a.y0_hat), np.asarray(c.y0_hat))
+
+
+def test_vmap_over_keys_and_panels_equals_loop(key):
+    panels = [cj.Panel.from_arrays(*four_block_arrays(seed=s)[:3]) for s in range(3)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *panels)
+    keys = jax.random.split(key, 3)
+    batch = jax.vmap(codeal.fit, in_axes=(0, 0, None))(keys, stacked, TINY)
+    for i in range(3):
+        one = codeal.fit(keys[i], panels[i], TINY)
+        np.testing.assert_allclose(np.asarray(batch.y0_hat[i]), np.asarray(one.y0_hat), rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(np.asarray(batch.unit_att[i]), np.asarray(one.unit_att), rtol=2e-5, atol=2e-5)
+
+
+def test_no_recompilation_for_second_panel_of_same_shape(key):
+    p1 = cj.Panel.from_arrays(*four_block_arrays(seed=1)[:3])
+    p2 = cj.Panel.from_arrays(*four_block_arrays(seed=2)[:3], units=[f"u{i}" for i in range(16)])
+    cj.estimate(key, p1, config=TINY)
+    before = codeal.fit._cache_size()
+    cj.estimate(key, p2, config=TINY)
+    cj.estimate(jax.random.key(7), p1, config=TINY)
+    assert codeal.fit._cache_size() == before
+
+
+def test_treated_outcomes_never_leak_into_the_imputation(key):
+    """y0_hat must not depend on the treated outcomes: they are zero-filled and masked."""
+    y, w, x, _, _ = four_block_arrays(seed=3)
+    a = cj.estimate(key, cj.Panel.from_arrays(y, w, x), config=TINY)
+    y2 = np.where(w == 1, y + 1000.0, y)
+    b = cj.estimate(key, cj.Panel.from_arrays(y2, w, x), config=TINY)
+    imp = w == 1
+    np.testing.assert_allclose(np.asarray(a.y0_hat)[imp], np.asarray(b.y0_hat)[imp], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(b.unit_att - a.unit_att)[8:], 1000.0, rtol=1e-5)
+
+
+def test_dnn_stage_equals_independent_networks_per_period(key):
+    """One vmapped program == T separately trained networks (same inits, own Adam each)."""
+    rng = np.random.default_rng(0)
+    n, t, p = 20, 5, 3
+    x = jnp.asarray(rng.normal(size=(n, p)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(n, t)), jnp.float32)
+    mask = jnp.asarray(rng.random((n, t)) < 0.7)
+    cfg = cj.CovariateConfig(hidden=6, steps=30, learning_rate=1e-2)
+    g, _ = covariates.dnn_effects(key, x, y, mask, cfg)
+    stacked = init_mlp_stack(key, t, (p, 6, 1), "xavier")
+    opt = optax.adam(1e-2)
+    for s in range(t):
+        params = jax.tree.map(lambda a: a[s], stacked)
+        m = np.asarray(mask[:, s], np.float32)
+
+        def loss(q):
+            r = mlp(q, x)[:, 0] - y[:, s]
+            return jnp.sum(m * r**2) / m.sum()
+
+        state = opt.init(params)
+        for _ in range(30):
+            grads = jax.grad(loss)(params)
+            upd, state = opt.update(grads, state, params)
+            params = optax.apply_updates(params, upd)
+        np.testing.assert_allclose(np.asarray(g[:, s]), np.asarray(mlp(params, x)[:, 0]), rtol=1e-4, atol=1e-5)
+
+
+def test_autoencoder_forward_matches_per_unit_numpy(key):
+    cfg = cj.CodealConfig(latent_dim=2, encoder_hidden=(5,), decoder_hidden=(4, 3))
+    params = codeal.init_autoencoder(key, 6, cfg)
+    z = np.random.default_rng(1).normal(size=(6, 7)).astype(np.float32)
+    out = np.asarray(codeal.apply_autoencoder(params, jnp.asarray(z)))
+
+    def np_mlp(ps, v):
+        for i, (w, b) in enumerate(ps):
+            v = v @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+            v = np.maximum(v, 0) if i < len(ps) - 1 else v
+        return v
+
+    latent = np_mlp(params["encoder"], z.T.astype(np.float64))  # (T, K)
+    for i in range(6):
+        dec = [(w[i], b[i]) for w, b in params["decoders"]]
+        np.testing.assert_allclose(out[i], np_mlp(dec, latent)[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_diverging_training_reports_status_and_nan(small_panel, key):
+    cfg = cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=20, learning_rate=1e12)
+    r = cj.estimate(key, small_panel, covariates=None, config=cfg)
+    assert int(r.status) == cj.Status.NONFINITE
+    assert np.isnan(float(r.att)) and np.isnan(np.asarray(r.unit_att)).all()
+    w = np.asarray(small_panel.w)
+    assert np.isnan(np.asarray(r.y0_hat)[w]).all() and np.isfinite(np.asarray(r.y0_hat)[~w]).all()
+
+
+@pytest.mark.parametrize("cov", ["linear", None])
+def test_covariate_options_run(small_panel, key, cov):
+    r = cj.estimate(key, small_panel, covariates=cov, config=TINY)
+    assert int(r.status) == 0 and np.isfinite(float(r.att))
+    assert ("covariate_loss" in r.info) is False
