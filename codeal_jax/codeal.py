@@ -22,7 +22,7 @@ from . import staggered
 from .covariates import CENTERINGS, CovariateConfig, prepare
 from .design import StaggeredDesign, is_four_block, staggered_design
 from .estimator import finalize
-from .nets import init_mlp, init_mlp_stack, mlp, mlp_stack
+from .nets import init_mlp, init_mlp_stack, mlp, mlp_stack, uniform_rows
 from .panel import Panel
 from .result import Result
 from .train import masked_mse, train
@@ -110,13 +110,15 @@ def init_autoencoder(key: jax.Array, n_units: int, config: CodealConfig, fan_in=
         a subproblem padded to N units starts like the reference code's
         sub-panel network of ``fan_in`` inputs.
     """
-    k_enc, k_dec = jax.random.split(key)
-    enc_sizes = (n_units, *config.encoder_hidden, config.latent_dim)
+    k_rows, k_enc, k_dec = jax.random.split(key, 3)
+    h1 = config.encoder_hidden[0] if config.encoder_hidden else config.latent_dim
+    bound = 1.0 / jnp.sqrt(jnp.maximum(n_units if fan_in is None else fan_in, 1).astype(jnp.float32))
+    # Row i of the first layer depends on (key, i) only: padding adds rows, changes none.
+    w1 = uniform_rows(k_rows, n_units, h1) * bound
+    b1 = jax.random.uniform(jax.random.fold_in(k_enc, 0), (h1,), jnp.float32, -1.0, 1.0) * bound
+    rest = init_mlp(k_enc, (h1, *config.encoder_hidden[1:], config.latent_dim)) if config.encoder_hidden else ()
+    encoder = ((w1, b1), *rest)
     dec_sizes = (config.latent_dim, *config.decoder_hidden, 1)
-    encoder = init_mlp(k_enc, enc_sizes)
-    if fan_in is not None:
-        scale = jnp.sqrt(n_units / jnp.maximum(fan_in, 1).astype(jnp.float32))
-        encoder = ((encoder[0][0] * scale, encoder[0][1] * scale), *encoder[1:])
     return {"encoder": encoder, "decoders": init_mlp_stack(k_dec, n_units, dec_sizes)}
 
 
@@ -214,7 +216,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: CodealConfig, design: St
     """
     k_cov, k_ae = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, _centering(config, True))
-    pred, status, info = staggered.solve(k_ae, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets)
+    pred, status, info = staggered.solve(k_ae, panel.w, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets)
     return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
 
 

@@ -101,14 +101,17 @@ class StaggeredDesign:
     r + 2 - xi on. Hashable, so it can be a static argument.
 
     Attributes:
-      order: (N,) unit indices in sorted order (stable within a group).
       group_sizes: (N_1, ..., N_r).
       block_sizes: (T_1, ..., T_r).
+      order: (N,) unit indices in sorted order, for inspection only: it is
+        excluded from equality and hashing, because estimators sort inside the
+        trace (:func:`sort_order`) so that panels whose units come in another
+        order share one compiled programme.
     """
 
-    order: tuple[int, ...]
     group_sizes: tuple[int, ...]
     block_sizes: tuple[int, ...]
+    order: tuple[int, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def r(self) -> int:
@@ -116,7 +119,7 @@ class StaggeredDesign:
 
     @property
     def n_units(self) -> int:
-        return len(self.order)
+        return sum(self.group_sizes)
 
     @property
     def n_periods(self) -> int:
@@ -215,4 +218,16 @@ def staggered_design(w, max_groups: int | None = None) -> StaggeredDesign:
     group_sizes = tuple(int(np.sum(unit_start == s)) for s in starts_desc)
     bounds = np.concatenate([[0], run_start, [t]])
     block_sizes = tuple(int(b) for b in np.diff(bounds))
-    return StaggeredDesign(order=tuple(int(i) for i in order), group_sizes=group_sizes, block_sizes=block_sizes)
+    return StaggeredDesign(group_sizes=group_sizes, block_sizes=block_sizes, order=tuple(int(i) for i in order))
+
+
+def sort_order(w) -> "jax.Array":
+    """(N,) traced sort of units: never-treated first, then by descending adoption time.
+
+    Stable, so it matches :attr:`StaggeredDesign.order` of the same ``w``.
+    """
+    import jax.numpy as jnp
+
+    t = w.shape[-1]
+    start = jnp.where(jnp.any(w, axis=-1), jnp.argmax(w, axis=-1), t)
+    return jnp.argsort(-start, stable=True)

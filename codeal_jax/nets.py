@@ -95,11 +95,19 @@ def mlp(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
 def init_mlp_stack(key: jax.Array, count: int, sizes: Sequence[int], weight_init: str = "torch") -> Params:
     """``count`` independent MLPs as one pytree with a leading axis of size ``count``.
 
-    Network k's parameters are row k of one (count, n_params) uniform draw.
+    Network k's parameters depend only on ``(key, k)`` (``fold_in``), so the
+    first m networks of a stack of any size >= m are the same: padding a
+    problem with extra units does not change the networks of the real ones.
     """
     _bounds(sizes, weight_init)
-    u = jax.random.uniform(key, (count, n_params(sizes)), jnp.float32, -1.0, 1.0)
+    u = uniform_rows(key, count, n_params(sizes))
     return _unpack(u, sizes, weight_init)
+
+
+def uniform_rows(key: jax.Array, count: int, width: int) -> jax.Array:
+    """(count, width) U(-1, 1) draws whose row k depends only on ``(key, k)``."""
+    draw = lambda k: jax.random.uniform(jax.random.fold_in(key, k), (width,), jnp.float32, -1.0, 1.0)
+    return jax.vmap(draw)(jnp.arange(count))
 
 
 def mlp_stack(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:

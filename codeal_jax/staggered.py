@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .design import StaggeredDesign, Subproblem
+from .design import StaggeredDesign, Subproblem, sort_order
 
 # impute(key, y_tilde (R, C), mask (R, C), config) -> (pred (R, C), status (), info dict)
 ImputeFn = Callable[..., tuple]
@@ -89,6 +89,7 @@ def subproblem_mask(sub: Subproblem, rows: int, cols: int) -> np.ndarray:
 
 def solve(
     key: jax.Array,
+    w: jax.Array,
     y_tilde: jax.Array,
     fit_mask: jax.Array,
     design: StaggeredDesign,
@@ -101,6 +102,7 @@ def solve(
     Args:
       key: PRNG key; subproblem j uses ``fold_in(key, j)`` whatever its bucket,
         so results do not depend on the bucketing.
+      w: (N, T) treatment, to sort the units (inside the trace).
       y_tilde: (N, T) adjusted outcomes (zero outside ``fit_mask``), caller's order.
       fit_mask: (N, T) observed untreated cells.
       design: the static partition.
@@ -113,7 +115,7 @@ def solve(
       elsewhere) in the caller's unit order, the worst status, and per-subproblem
       diagnostics stacked in subproblem order under ``info``.
     """
-    order = np.asarray(design.order)
+    order = sort_order(w)
     ys = y_tilde[order]
     ms = fit_mask[order]
     subs = design.subproblems()
@@ -133,6 +135,6 @@ def solve(
             )
             statuses[j] = st[pos]
             infos[j] = jax.tree.map(lambda a: a[pos], info)
-    inverse = np.argsort(order)
+    inverse = jnp.argsort(order)
     info = jax.tree.map(lambda *a: jnp.stack(a), *infos) if infos and infos[0] else {}
     return pred[inverse], jnp.max(jnp.stack(statuses)), info

@@ -14,6 +14,9 @@ from .dgp import simulate as simulate
 from .dgp import treatment as treatment
 from .metrics import METRICS as METRICS
 from .metrics import evaluate as evaluate
+from .runner import MethodRun as MethodRun
+from .runner import StudyResult as StudyResult
+from .runner import run_study as run_study
 
 # The spectral estimator's DGP is written separately; export its public names
 # when it is present, renaming those that clash with the CoDEAL DGP's (the
