@@ -18,7 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import statistics
@@ -29,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import codeal_jax
 from codeal_jax import CovariateConfig, Panel
 from codeal_jax.baselines import mc_nnm
 
@@ -232,7 +230,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100x50,200x120")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--np-runs", type=int, default=5)
+    parser.add_argument("--np-runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also time a vmapped batch of this many replications")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "mc_nnm.md"))
     parser.add_argument("--append", action="store_true")

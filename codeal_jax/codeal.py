@@ -20,7 +20,7 @@ import optax
 
 from . import staggered
 from .covariates import CENTERINGS, CovariateConfig, prepare
-from .design import StaggeredDesign, is_four_block, staggered_design
+from .design import StaggeredDesign, staggered_design
 from .estimator import finalize
 from .nets import init_mlp, init_mlp_stack, mlp, mlp_stack, uniform_rows
 from .panel import Panel
@@ -136,7 +136,39 @@ def apply_autoencoder(params: dict, inputs: jax.Array) -> jax.Array:
     return mlp_stack(params["decoders"], latent)[..., 0]  # (N, T)
 
 
-def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig):
+def _rows(tree, start, size: int):
+    """Rows ``[start, start + size)`` of every leaf (``start`` traced, clamped to fit)."""
+    return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size, axis=0), tree)
+
+
+def _block_loss(params, inputs, y_tilde, mask, blocks) -> jax.Array:
+    """Masked MSE evaluated only on the two rectangles that can hold training cells.
+
+    Equal to ``masked_mse(apply_autoencoder(params, inputs), y_tilde, mask)``
+    whenever every masked cell lies in ``blocks`` (the decoders' work on the
+    rest, mostly the D region, is skipped).
+    """
+    n = y_tilde.shape[0]
+    latent = mlp(params["encoder"], inputs.T)  # (C, K)
+    rows = jnp.arange(n)
+    # Controls: rows [0, a_rows), all periods.
+    a = blocks.a_rows
+    pred_a = mlp_stack(jax.tree.map(lambda p: p[:a], params["decoders"]), latent)[..., 0]
+    m_a = mask[:a] & (rows[:a, None] < blocks.ctrl)
+    sse = jnp.sum(jnp.where(m_a, (pred_a - y_tilde[:a]) ** 2, 0.0))
+    # Treated units of the sub-panel: rows [ctrl, ctrl + b_rows), pre-periods.
+    b, c = blocks.b_rows, blocks.b_cols
+    if b > 0 and c > 0:
+        start = jnp.clip(blocks.ctrl, 0, n - b)
+        pred_b = mlp_stack(_rows(params["decoders"], start, b), latent[:c])[..., 0]
+        y_b = jax.lax.dynamic_slice_in_dim(y_tilde[:, :c], start, b, axis=0)
+        m_b = jax.lax.dynamic_slice_in_dim(mask[:, :c], start, b, axis=0)
+        m_b = m_b & ((start + jnp.arange(b))[:, None] >= blocks.ctrl)
+        sse += jnp.sum(jnp.where(m_b, (pred_b - y_b) ** 2, 0.0))
+    return sse / jnp.maximum(jnp.sum(mask), 1)
+
+
+def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig, blocks=None):
     """Trains the multi-output autoencoder on the masked cells and reconstructs.
 
     Args:
@@ -144,6 +176,9 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
       y_tilde: (N, T) residuals, zero outside ``mask``.
       mask: (N, T) cells the loss is computed on (observed, untreated).
       config: architecture and training settings.
+      blocks: optional :class:`codeal_jax.staggered.Blocks` layout of the
+        mask (units sorted); training then skips the decoders' work on cells
+        that cannot be in the loss. Same result, less work.
 
     Returns:
       ``(pred, losses)``: (N, T) reconstruction and (steps,) training losses.
@@ -153,15 +188,17 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
     params = init_autoencoder(key, y_tilde.shape[0], config, fan_in=present)
 
     def loss(p):
-        return masked_mse(apply_autoencoder(p, inputs), y_tilde, mask)
+        if blocks is None:
+            return masked_mse(apply_autoencoder(p, inputs), y_tilde, mask)
+        return _block_loss(p, inputs, y_tilde, mask, blocks)
 
     params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
     return apply_autoencoder(params, inputs), losses
 
 
-def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig):
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig, blocks=None):
     """One four-block imputation on adjusted outcomes: ``(pred, status, info)``."""
-    pred, losses = fit_autoencoder(key, y_tilde, mask, config)
+    pred, losses = fit_autoencoder(key, y_tilde, mask, config, blocks)
     status = jnp.where(jnp.all(jnp.isfinite(losses)), 0, 1).astype(jnp.int32)
     return pred, status, {"loss": losses}
 
@@ -215,18 +252,20 @@ def fit_staggered(key: jax.Array, panel: Panel, config: CodealConfig, design: St
       ``Result``; ``info["loss"]`` is (subproblems, steps).
     """
     k_cov, k_ae = jax.random.split(key)
-    prep = prepare(k_cov, panel, config.covariates, _centering(config, True))
+    prep = prepare(k_cov, panel, config.covariates, _centering(config, design.r > 2))
     pred, status, info = staggered.solve(k_ae, panel.w, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets)
     return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
 
 
 def dispatch(panel: Panel, config: CodealConfig):
-    """Host-side: picks the four-block or the staggered programme from ``panel.w``.
+    """Host-side: derives the design from ``panel.w`` and returns the programme for it.
+
+    A four-block panel is the r = 2 staggered design (one subproblem); going
+    through :func:`fit_staggered` lets training skip the treated block, whose
+    cells are never in the loss.
 
     Returns:
       ``(fit_fn, config)`` with ``fit_fn(key, panel, config) -> Result`` pure.
     """
-    if is_four_block(panel.w):
-        return fit, config
     design = staggered_design(panel.w, config.max_groups)
     return functools.partial(fit_staggered, design=design), config

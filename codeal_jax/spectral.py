@@ -215,6 +215,11 @@ class SpectralResult:
     unit_ok: jax.Array
 
 
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """float32 matmul at full precision (GPUs would otherwise use TF32, ~1e-3 relative error)."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def randomized_svd(key: jax.Array, a: jax.Array, k: int, oversample: int = 10, power_iters: int = 2):
     """Approximate top-k SVD by a Gaussian sketch (Halko, Martinsson, Tropp).
 
@@ -235,16 +240,16 @@ def randomized_svd(key: jax.Array, a: jax.Array, k: int, oversample: int = 10, p
     n, t = a.shape
     width = min(k + oversample, n, t)
     omega = jax.random.normal(key, (t, width), a.dtype)
-    q, _ = jnp.linalg.qr(a @ omega)
+    q, _ = jnp.linalg.qr(_mm(a, omega))
 
     def power(_, q):
-        z, _ = jnp.linalg.qr(a.T @ q)
-        q, _ = jnp.linalg.qr(a @ z)
+        z, _ = jnp.linalg.qr(_mm(a.T, q))
+        q, _ = jnp.linalg.qr(_mm(a, z))
         return q
 
     q = jax.lax.fori_loop(0, power_iters, power, q)
-    ub, s, vt = jnp.linalg.svd(q.T @ a, full_matrices=False)  # small (l, T) problem
-    return q @ ub, s, vt
+    ub, s, vt = jnp.linalg.svd(_mm(q.T, a), full_matrices=False)  # small (l, T) problem
+    return _mm(q, ub), s, vt
 
 
 def _svd(key: jax.Array, a: jax.Array, k: int, config: SpectralConfig):
@@ -280,7 +285,7 @@ def choose_rank(u: jax.Array, s: jax.Array, vt: jax.Array, a: jax.Array, fixed_r
     if config.rank_rule == "gap":
         ratio = top[:k] / jnp.maximum(top[1:], jnp.finfo(s.dtype).tiny)
         return (jnp.argmax(ratio) + 1).astype(jnp.int32)
-    resid = a - (u[:, :k] * top[:k]) @ vt[:k]
+    resid = a - _mm(u[:, :k] * top[:k], vt[:k])
     sq = resid * resid
     noise_norm = jnp.sqrt(jnp.max(jnp.sum(sq, axis=1))) + jnp.sqrt(jnp.max(jnp.sum(sq, axis=0)))
     cut = config.threshold_scale * noise_norm
@@ -305,7 +310,7 @@ def low_rank(key: jax.Array, a: jax.Array, fixed_rank: int, config: SpectralConf
     rank = choose_rank(u, s, vt, a, fixed_rank, config)
     cap = fixed_rank if config.rank_rule == "fixed" else config.k_max  # static slice width
     kept = jnp.where(jnp.arange(cap) < rank, s[:cap], 0.0)
-    approx = (u[:, :cap] * kept) @ vt[:cap]
+    approx = _mm(u[:, :cap] * kept, vt[:cap])
     return approx, rank, (s if config.svd == "exact" else s[:need]), u[:, :cap]
 
 
@@ -378,7 +383,7 @@ def _fit(key: jax.Array, panel: Panel, config: SpectralConfig) -> SpectralResult
         stack_cfg = config if config.stack_rank is None else dataclasses.replace(config, rank_rule="fixed")
         _, stack_rank, _, u = low_rank(k_stack, jnp.concatenate([y1, y0], axis=1), stack_fixed, stack_cfg)
         u = u * (jnp.arange(u.shape[1]) < stack_rank)  # masked columns drop out of the projector
-        unit_effect = u @ (u.T @ unit_dm)
+        unit_effect = _mm(u, _mm(u.T, unit_dm))
         info["stack_rank"] = stack_rank
     else:
         unit_effect = jnp.mean(effects, axis=1)

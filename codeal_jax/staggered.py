@@ -18,11 +18,28 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from .design import StaggeredDesign, Subproblem, sort_order
 
-# impute(key, y_tilde (R, C), mask (R, C), config) -> (pred (R, C), status (), info dict)
+# impute(key, y_tilde (R, C), mask (R, C), config, blocks) -> (pred (R, C), status (), info dict)
 ImputeFn = Callable[..., tuple]
+
+
+@struct.dataclass
+class Blocks:
+    """Where a subproblem's training cells can be, so that work on the rest is skipped.
+
+    With units sorted, every training cell of a subproblem lies in rows
+    ``[0, a_rows)`` (controls, all periods) or in rows ``[ctrl, ctrl + b_rows)``
+    x periods ``[0, b_cols)`` (units treated in the sub-panel, pre-periods only).
+    The sizes are static (bucket maxima); ``ctrl`` (first treated row) is traced.
+    """
+
+    ctrl: jax.Array
+    a_rows: int = struct.field(pytree_node=False)
+    b_rows: int = struct.field(pytree_node=False)
+    b_cols: int = struct.field(pytree_node=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +113,7 @@ def solve(
     impute: ImputeFn,
     config,
     max_buckets: int = 4,
+    batch_size: int | None = None,
 ):
     """Imputes every treated block of a staggered design.
 
@@ -109,6 +127,9 @@ def solve(
       impute: the method's single-problem imputation.
       config: the method's static config, passed to ``impute``.
       max_buckets: cap on distinct padded shapes (each is compiled once).
+      batch_size: subproblems trained at once within a bucket (``lax.map``
+        with this batch size); None trains a whole bucket in one ``vmap``.
+        Small batches keep a CPU's working set in cache; a GPU wants all.
 
     Returns:
       ``(pred, status, info)``: (N, T) imputations on every treated block (0
@@ -127,7 +148,22 @@ def solve(
         masks = jnp.asarray(masks) & ms[None, : bucket.rows, : bucket.cols]
         keys = jnp.stack([jax.random.fold_in(key, j) for j in bucket.members])
         inputs = ys[: bucket.rows, : bucket.cols]
-        out, st, info = jax.vmap(lambda k, m: impute(k, jnp.where(m, inputs, 0.0), m, config))(keys, masks)
+        members = [subs[j] for j in bucket.members]
+        ctrl = jnp.asarray([m.ctrl_rows for m in members], jnp.int32)
+        a_rows = max(m.ctrl_rows for m in members)
+        b_rows = max(m.rows - m.ctrl_rows for m in members)
+        b_cols = max(m.pre_cols for m in members)
+
+        def one(args):
+            k, m, c = args
+            blocks = Blocks(ctrl=c, a_rows=a_rows, b_rows=b_rows, b_cols=b_cols)
+            return impute(k, jnp.where(m, inputs, 0.0), m, config, blocks)
+
+        keys = (keys, masks, ctrl)
+        if batch_size is None or batch_size >= len(bucket.members):
+            out, st, info = jax.vmap(one)(keys)
+        else:
+            out, st, info = jax.lax.map(one, keys, batch_size=batch_size)
         for pos, j in enumerate(bucket.members):
             s = subs[j]
             pred = pred.at[s.target_row0 : s.rows, s.target_col0 : s.cols].set(

@@ -133,8 +133,7 @@ def fit(key: jax.Array, panel: Panel, config: AEMCNEConfig = AEMCNEConfig()) -> 
         f, _ = apply_aemc_ne(p, inputs, config.residual)
         return jnp.sum(mask * (inputs - f) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
 
-    # Element-wise AdamW on the flattened parameters: same numbers, fewer ops to compile.
-    optimizer = optax.flatten(optax.adamw(config.learning_rate, weight_decay=config.weight_decay))
+    optimizer = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
     params, losses = train(loss, params, optimizer, config.steps)
     f, g = apply_aemc_ne(params, inputs, config.residual)
     pred = f if config.enet_on_imputed else jnp.where(prep.mask, f, g)

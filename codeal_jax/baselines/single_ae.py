@@ -119,10 +119,7 @@ def fit(key: jax.Array, panel: Panel, config: SingleAEConfig = SingleAEConfig())
     def loss(p):
         return masked_mse(apply_single_ae(p, inputs), prep.y_tilde, prep.mask)
 
-    # Adam is element-wise, so one Adam on the flattened parameters is identical
-    # to per-leaf Adam and compiles to far fewer ops.
-    optimizer = optax.flatten(optax.adam(config.learning_rate))
-    params, losses = train(loss, params, optimizer, config.steps)
+    params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
     pred = apply_single_ae(params, inputs)
     status = jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE)
     return finalize(panel, pred, prep.offset, status, {**prep.info, "loss": losses})

@@ -13,6 +13,8 @@ from .dgp import draw_primitives as draw_primitives
 from .dgp import simulate as simulate
 from .dgp import treatment as treatment
 from .metrics import METRICS as METRICS
+from .paper import paper_config as paper_config
+from .paper import paper_methods as paper_methods
 from .metrics import evaluate as evaluate
 from .runner import MethodRun as MethodRun
 from .runner import StudyResult as StudyResult

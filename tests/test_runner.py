@@ -1,0 +1,207 @@
+"""Tests of the Monte Carlo runner: chunking, resuming, refused directories, sharding, summaries."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import codeal_jax as cj
+from codeal_jax.sim import METRICS, DGPConfig, StudyResult, run_study
+from codeal_jax.sim import runner
+
+# Tiny problem, few steps: compile time dominates on the shared CPU.
+DGP = DGPConfig(n_units=12, n_periods=10, n_covariates=1, rank=2, covariate="none")
+CODEAL = cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3)
+KEY = jax.random.PRNGKey(2024)
+REPS = 4
+
+
+def _methods():
+    methods = [("codeal", CODEAL)]
+    # Other methods join when their modules exist (they are written in parallel).
+    if importlib.util.find_spec(cj.METHODS["did"].module) is not None:
+        methods.append("did")
+    return methods
+
+
+METHODS_USED = _methods()
+LABELS = [m if isinstance(m, str) else m[0] for m in METHODS_USED]
+
+
+def _run(**kw):
+    return run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def by4(tmp_path_factory):
+    """One chunk of 4 replications, written to a directory."""
+    out = tmp_path_factory.mktemp("by4")
+    return _run(chunk_size=4, out_dir=out), out
+
+
+@pytest.fixture(scope="module")
+def by2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("by2")
+    return _run(chunk_size=2, out_dir=out), out
+
+
+def test_table_shape_and_values(by4):
+    res, _ = by4
+    df = res.data
+    assert list(df.columns) == ["rep", "method", "status", *METRICS]
+    assert len(df) == REPS * len(LABELS)
+    assert sorted(set(df["rep"])) == list(range(REPS)) and list(df["method"][: len(LABELS)]) == LABELS
+    assert (df["status"] == 0).all()
+    assert np.isfinite(df[list(METRICS)].to_numpy()).all()
+    # Imputation error is at least the noise (MSE floor 0.25) and not absurd.
+    assert (df["cf_mse"] > 0.05).all() and (df["cf_mse"] < 1e3).all()
+    # Replications differ from each other.
+    assert df[df["method"] == "codeal"]["cf_mse"].nunique() == REPS
+
+
+def test_replication_matches_direct_fit(by4):
+    """Row j equals simulate(fold_in(key, j)) + estimate + evaluate done by hand."""
+    from codeal_jax.sim import evaluate, simulate
+
+    res, _ = by4
+    j = 2
+    k_data, k_fit = jax.random.split(jax.random.fold_in(KEY, j))
+    panel, truth = simulate(k_data, DGP)
+    # The cheapest method to compile that ran in the study.
+    label = "did" if "did" in LABELS else "codeal"
+    config = None if label == "did" else CODEAL
+    fitted = cj.estimate(k_fit, panel, label, covariates=None, config=config)
+    want = {k: float(v) for k, v in evaluate(panel, truth, fitted).items()}
+    got = res.data[(res.data["rep"] == j) & (res.data["method"] == label)].iloc[0]
+    for name in METRICS:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_chunk_sizes_give_identical_results(by4, by2):
+    pd.testing.assert_frame_equal(by4[0].data, by2[0].data)
+    names = sorted(os.listdir(by2[1]))
+    assert names == ["chunk_000000-000001.csv", "chunk_000002-000003.csv", "settings.json"]
+    assert sorted(os.listdir(by4[1])) == ["chunk_000000-000003.csv", "settings.json"]
+
+
+def test_resume_after_losing_last_chunk(by2):
+    res, out = by2
+    first = out / "chunk_000000-000001.csv"
+    before = first.stat().st_mtime_ns
+    os.remove(out / "chunk_000002-000003.csv")
+    again = _run(chunk_size=2, out_dir=out)
+    pd.testing.assert_frame_equal(again.data, res.data)
+    assert first.stat().st_mtime_ns == before  # the finished chunk was not redone
+    assert (out / "chunk_000002-000003.csv").exists()
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
+    # Everything finished: nothing is recomputed and the table reads back from disk.
+    full = _run(chunk_size=3, out_dir=out)
+    pd.testing.assert_frame_equal(full.data, res.data)
+    # Fewer replications than on disk: the first ones.
+    part = run_study(KEY, DGP, METHODS_USED, 2, covariates=None, progress=False, chunk_size=2, out_dir=out)
+    pd.testing.assert_frame_equal(part.data, res.data[res.data["rep"] < 2])
+
+
+def test_refuses_directory_with_other_settings(by4):
+    _, out = by4
+    with pytest.raises(ValueError, match=r"different settings.*key"):
+        run_study(jax.random.PRNGKey(1), DGP, METHODS_USED, REPS, covariates=None, progress=False, out_dir=out)
+    other = [("codeal", cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=4))]
+    with pytest.raises(ValueError, match=r"different settings.*methods"):
+        run_study(KEY, DGP, other, REPS, covariates=None, progress=False, out_dir=out)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["dgp"]["n_units"] == 12 and settings["covariates"] is None
+    assert [m["label"] for m in settings["methods"]] == LABELS
+    assert settings["methods"][0]["config"]["steps"] == 3
+
+
+def test_sharded_run_equals_unsharded(by4, tmp_path):
+    """4 forced CPU devices in a fresh process: same table as the one-device run."""
+    ref = tmp_path / "ref.csv"
+    by4[0].data.to_csv(ref, index=False)
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np, pandas as pd
+        from codeal_jax import CodealConfig, CovariateConfig
+        from codeal_jax.sim import DGPConfig, run_study, runner
+        assert jax.device_count() == 4, jax.devices()
+        dgp = {DGP!r}
+        methods = {METHODS_USED!r}
+        res = run_study(jax.random.PRNGKey(2024), dgp, methods, {REPS}, covariates=None,
+                        chunk_size=3, progress=False)
+        ref = pd.read_csv({str(ref)!r}, dtype={{"method": str}})
+        pd.testing.assert_frame_equal(res.data, ref)
+        # The chunk (3 padded to 4) really is split over the 4 devices.
+        fn, _, split = runner._programme(dgp, tuple(runner._method_runs(methods)), None, tuple(jax.devices()))
+        out = fn(jax.random.PRNGKey(2024), jax.device_put(np.arange(4, dtype=np.uint32), split))
+        leaf = jax.tree.leaves(out)[0]
+        assert len(leaf.sharding.device_set) == 4 and len(leaf.addressable_shards) == 4
+        print("SHARDED_OK")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "SHARDED_OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------- host-side pieces
+
+
+def test_summary_matches_numpy():
+    rng = np.random.default_rng(0)
+    rows = []
+    for rep in range(5):
+        for label in ("a", "b"):
+            row = {"rep": rep, "method": label, "status": 1 if (label == "b" and rep == 3) else 0}
+            row.update({m: rng.normal() for m in METRICS})
+            if row["status"]:
+                row.update({m: np.nan for m in METRICS})
+            rows.append(row)
+    data = pd.DataFrame(rows)[["rep", "method", "status", *METRICS]]
+    res = StudyResult(data=data, settings={"methods": [{"label": "a"}, {"label": "b"}]})
+    s = res.summary()
+    assert list(s.index) == ["a", "b"]
+    for label in ("a", "b"):
+        for m in METRICS:
+            v = data[(data["method"] == label)][m].to_numpy()
+            v = v[np.isfinite(v)]
+            np.testing.assert_allclose(s.loc[label, m], v.mean(), rtol=1e-12)
+            np.testing.assert_allclose(s.loc[label, f"{m}_se"], v.std(ddof=1) / np.sqrt(len(v)), rtol=1e-12)
+    assert s.loc["a", "failures"] == 0 and s.loc["b", "failures"] == 1 and s.loc["b", "reps"] == 5
+    assert res.failures.to_dict() == {"a": 0, "b": 1}
+    cell = res.table(("cf_mse",), digits=2).loc["a", "cf_mse"]
+    assert cell == f"{s.loc['a', 'cf_mse']:.2f} ({s.loc['a', 'cf_mse_se']:.2f})"
+
+
+@pytest.mark.parametrize(
+    "methods,match",
+    [
+        (["nonesuch"], "unknown method"),
+        (["codeal", "codeal"], "duplicate"),
+        ([], "empty"),
+        ([("codeal", None, None, None)], "a method must be"),
+    ],
+)
+def test_bad_methods(methods, match):
+    with pytest.raises(ValueError, match=match):
+        runner._method_runs(methods)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="reps"):
+        run_study(KEY, DGP, ["codeal"], 0)
+    with pytest.raises(ValueError, match="DGPConfig"):
+        run_study(KEY, {"n_units": 3}, ["codeal"], 1)
+    with pytest.raises(ValueError, match="chunk_size"):
+        run_study(KEY, DGP, [("codeal", CODEAL)], 2, chunk_size=0, covariates=None)
