@@ -64,6 +64,13 @@ class Panel:
         return self.replace(units=None, times=None)
 
     @classmethod
+    def from_long(cls, df, **kwargs) -> "Panel":
+        """Builds a panel from a long data frame; see :func:`codeal_jax.longdata.panel_from_long`."""
+        from .longdata import panel_from_long
+
+        return panel_from_long(df, **kwargs)
+
+    @classmethod
     def from_arrays(
         cls,
         y,
