@@ -12,7 +12,6 @@ achieved GFLOP/s with a 2000x2000 float32 matmul measured in the same run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import jax

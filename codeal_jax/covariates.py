@@ -20,7 +20,7 @@ from flax import struct
 
 from .nets import init_mlp_stack
 from .panel import Panel
-from .train import masked_mse, train
+from .train import train
 
 METHODS = ("dnn", "linear", "none")
 CENTERINGS = ("blocks", "controls", "none")

@@ -221,12 +221,12 @@ def staggered_design(w, max_groups: int | None = None) -> StaggeredDesign:
     return StaggeredDesign(group_sizes=group_sizes, block_sizes=block_sizes, order=tuple(int(i) for i in order))
 
 
-def sort_order(w) -> "jax.Array":
+def sort_order(w):
     """(N,) traced sort of units: never-treated first, then by descending adoption time.
 
     Stable, so it matches :attr:`StaggeredDesign.order` of the same ``w``.
     """
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # design.py is host-side numpy otherwise
 
     t = w.shape[-1]
     start = jnp.where(jnp.any(w, axis=-1), jnp.argmax(w, axis=-1), t)
