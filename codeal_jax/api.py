@@ -72,9 +72,8 @@ def resolve(panel: Panel, method: str = "codeal", covariates: str | None = "dnn"
         check_adoption(panel, method)
     if hasattr(config, "check"):
         config.check(panel)
-    fit = getattr(module, "dispatch", None)
-    fit = fit(panel, config) if fit is not None else (module.fit, config)
-    return fit
+    dispatch = getattr(module, "dispatch", None)  # methods whose programme depends on the design
+    return dispatch(panel, config) if dispatch is not None else (module.fit, config)
 
 
 def estimate(

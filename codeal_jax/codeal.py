@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import staggered
+from . import checks, staggered
 from .covariates import CENTERINGS, CovariateConfig, prepare
 from .design import StaggeredDesign, staggered_design
 from .estimator import finalize
@@ -62,22 +62,12 @@ class CodealConfig:
     max_buckets: int = 4
 
     def __post_init__(self):
-        for name in ("latent_dim", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CodealConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("encoder_hidden", "decoder_hidden"):
-            widths = tuple(getattr(self, name))
-            if any(int(h) < 1 for h in widths):
-                raise ValueError(f"CodealConfig.{name} widths must be >= 1, got {widths}")
-            object.__setattr__(self, name, widths)  # lists -> tuples keep the config hashable
-        if not self.learning_rate > 0:
-            raise ValueError(f"CodealConfig.learning_rate must be > 0, got {self.learning_rate}")
+        checks.at_least_one(self, "latent_dim", "steps", "max_buckets")
+        checks.widths(self, "encoder_hidden", "decoder_hidden")
+        checks.positive(self, "learning_rate")
         if self.max_groups is not None and self.max_groups < 2:
             raise ValueError(f"CodealConfig.max_groups must be >= 2 or None, got {self.max_groups}")
-        if self.max_buckets < 1:
-            raise ValueError(f"CodealConfig.max_buckets must be >= 1, got {self.max_buckets}")
-        if self.centering not in ("auto", *CENTERINGS):
-            raise ValueError(f"CodealConfig.centering must be 'auto' or one of {CENTERINGS}, got {self.centering!r}")
+        checks.covariate_stage(self, ("auto", *CENTERINGS))
 
     @classmethod
     def paper_staggered(cls, **overrides) -> "CodealConfig":

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from . import checks
 from .nets import init_mlp_stack
 from .panel import Panel
 from .train import train
@@ -47,11 +48,8 @@ class CovariateConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"covariates must be one of {METHODS}, got {self.method!r}")
-        for name in ("hidden", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CovariateConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"CovariateConfig.learning_rate must be > 0, got {self.learning_rate}")
+        checks.at_least_one(self, "hidden", "steps")
+        checks.positive(self, "learning_rate")
 
 
 @struct.dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .covariates import fit_cells
 from .panel import Panel
 from .result import Result, Status
 
@@ -55,7 +56,7 @@ def finalize(
       ``NONFINITE`` and ``y0_hat`` (imputed cells), ``unit_att`` and ``att`` are
       NaN, so one failed replication never poisons a batch silently.
     """
-    keep = panel.observed & ~panel.w
+    keep = fit_cells(panel)
     y0_hat = jnp.where(keep, panel.y, pred + offset)
     finite = jnp.all(jnp.isfinite(y0_hat))
     status = jnp.where(finite, jnp.asarray(status, jnp.int32), jnp.int32(Status.NONFINITE))

@@ -165,6 +165,17 @@ def plot_treatment(panel: Panel, path: str | os.PathLike | None = None, title: s
     return _finish(fig, path)
 
 
+def _finish_trajectory(fig, ax, panel: Panel, real, log_y: bool, ylabel: str, path):
+    """Axis scale, time ticks, label, legend and grid shared by the trajectory plots; saves."""
+    if log_y:
+        ax.set_yscale("log")
+    _format_time_axis(ax, panel, real)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
 def plot_trajectories(
     panel: Panel,
     result,
@@ -226,15 +237,9 @@ def plot_trajectories(
         ax.axvspan(x[first], x[-1], color="#f2f2f2", zorder=0)
         for s in np.unique(start[treated]):  # a rug of adoption periods
             ax.axvline(x[s], ymin=0.0, ymax=0.04, color="#7f7f7f", lw=1.0)
-    if log_y:
-        ax.set_yscale("log")
-    _format_time_axis(ax, panel, real)
     smooth = f", {moving_average}-period moving average" if moving_average and moving_average > 1 else ""
     ax.set_title(title or f"{int(treated.sum())} treated units: {agg} over units{smooth}")
-    ax.set_ylabel(ylabel or f"{agg} outcome")
-    ax.legend(loc="best", fontsize=9)
-    ax.grid(alpha=0.3)
-    return _finish(fig, path)
+    return _finish_trajectory(fig, ax, panel, real, log_y, ylabel or f"{agg} outcome", path)
 
 
 def plot_unit(
@@ -287,13 +292,7 @@ def plot_unit(
         ax.set_title(f"unit {label}: adopts at {when}, ATT {att:.4g}")
     else:
         ax.set_title(f"unit {label}: never treated")
-    if log_y:
-        ax.set_yscale("log")
-    _format_time_axis(ax, panel, real)
-    ax.set_ylabel(ylabel or "outcome")
-    ax.legend(loc="best", fontsize=9)
-    ax.grid(alpha=0.3)
-    return _finish(fig, path)
+    return _finish_trajectory(fig, ax, panel, real, log_y, ylabel or "outcome", path)
 
 
 def plot_unit_effects(

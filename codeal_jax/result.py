@@ -6,7 +6,6 @@ import enum
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import struct
 
 
@@ -49,7 +48,3 @@ class Result:
     status: jax.Array
     info: dict[str, Any] = struct.field(default_factory=dict)
 
-
-def worst_status(*codes: jax.Array) -> jax.Array:
-    """Combines status codes: the largest (most severe) code wins."""
-    return jnp.max(jnp.stack([jnp.asarray(c, jnp.int32) for c in codes]))

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from . import checks
 from .estimator import finalize
 from .panel import Panel, _describe
 from .result import Status
@@ -122,16 +123,13 @@ class SpectralConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SpectralConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("rank0", "rank1", "k_max", "propensity_rank", "min_periods"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"SpectralConfig.{name} must be >= 1, got {getattr(self, name)}")
+        checks.at_least_one(self, "rank0", "rank1", "k_max", "propensity_rank", "min_periods")
         if self.stack_rank is not None and self.stack_rank < 1:
             raise ValueError(f"SpectralConfig.stack_rank must be >= 1 or None, got {self.stack_rank}")
         for name in ("oversample", "power_iters"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"SpectralConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.threshold_scale > 0:
-            raise ValueError(f"SpectralConfig.threshold_scale must be > 0, got {self.threshold_scale}")
+        checks.positive(self, "threshold_scale")
         if not 0 < self.propensity_clip < 1:
             raise ValueError(f"SpectralConfig.propensity_clip must be in (0, 1), got {self.propensity_clip}")
 

@@ -113,7 +113,6 @@ def solve(
     impute: ImputeFn,
     config,
     max_buckets: int = 4,
-    batch_size: int | None = None,
 ):
     """Imputes every treated block of a staggered design.
 
@@ -127,9 +126,6 @@ def solve(
       impute: the method's single-problem imputation.
       config: the method's static config, passed to ``impute``.
       max_buckets: cap on distinct padded shapes (each is compiled once).
-      batch_size: subproblems trained at once within a bucket (``lax.map``
-        with this batch size); None trains a whole bucket in one ``vmap``.
-        Small batches keep a CPU's working set in cache; a GPU wants all.
 
     Returns:
       ``(pred, status, info)``: (N, T) imputations on every treated block (0
@@ -159,11 +155,7 @@ def solve(
             blocks = Blocks(ctrl=c, a_rows=a_rows, b_rows=b_rows, b_cols=b_cols)
             return impute(k, jnp.where(m, inputs, 0.0), m, config, blocks)
 
-        keys = (keys, masks, ctrl)
-        if batch_size is None or batch_size >= len(bucket.members):
-            out, st, info = jax.vmap(one)(keys)
-        else:
-            out, st, info = jax.lax.map(one, keys, batch_size=batch_size)
+        out, st, info = jax.vmap(one)((keys, masks, ctrl))
         for pos, j in enumerate(bucket.members):
             s = subs[j]
             pred = pred.at[s.target_row0 : s.rows, s.target_col0 : s.cols].set(

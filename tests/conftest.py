@@ -33,3 +33,18 @@ def four_block_arrays(seed=0, n=16, t=12, n_control=8, t_pre=6, p=2, rank=2, noi
 def small_panel():
     y, w, x, _, _ = four_block_arrays()
     return cj.Panel.from_arrays(y, w, x)
+
+
+def numpy_twfe(y, mask):
+    """float64 least squares of y on unit and period dummies over the mask: (u (N,), v (T,)).
+
+    Minimum-norm (lstsq), so an unidentified split of the constant is resolved
+    the same way as the library's pseudo-inverse solvers.
+    """
+    n, t = y.shape
+    rows, cols = np.nonzero(mask)
+    design = np.zeros((rows.size, n + t))
+    design[np.arange(rows.size), rows] = 1.0
+    design[np.arange(rows.size), n + cols] = 1.0
+    coef = np.linalg.lstsq(design, np.asarray(y, np.float64)[rows, cols], rcond=None)[0]
+    return coef[:n], coef[n:]

@@ -12,6 +12,7 @@ import codeal_jax
 from codeal_jax import CovariateConfig, Panel, Status
 from codeal_jax.baselines import mc_nnm
 from codeal_jax.baselines.mc_nnm import MCNNMConfig
+from conftest import numpy_twfe
 
 NO_COV = CovariateConfig(method="none")
 solve_lambda = jax.jit(mc_nnm.solve_lambda, static_argnames="config")
@@ -23,17 +24,6 @@ fit = mc_nnm.fit
 # --------------------------------------------------------------------------- numpy reference (float64)
 
 
-def np_fixed_effects(r, mask):
-    """Exact two-way FE least squares on the mask (minimum-norm lstsq)."""
-    n, t = r.shape
-    rows, cols = np.nonzero(mask)
-    design = np.zeros((rows.size, n + t))
-    design[np.arange(rows.size), rows] = 1.0
-    design[np.arange(rows.size), n + cols] = 1.0
-    coef = np.linalg.lstsq(design, r[rows, cols], rcond=None)[0]
-    return coef[:n], coef[n:]
-
-
 def np_objective(y, mask, l, u, v, lam):
     resid = np.where(mask, y - l - u[:, None] - v[None, :], 0.0)
     return np.sum(resid**2) / mask.sum() + lam * np.linalg.svd(l, compute_uv=False).sum()
@@ -43,10 +33,10 @@ def np_mcnnm(y, mask, lam, tol=1e-14, max_iter=50_000):
     """Block coordinate descent at one lambda from L = 0, run to a tight fixed point."""
     n_obs = mask.sum()
     l = np.zeros_like(y)
-    u, v = np_fixed_effects(y, mask)
+    u, v = numpy_twfe(y, mask)
     f_old = np_objective(y, mask, l, u, v, lam)
     for _ in range(max_iter):
-        u, v = np_fixed_effects(y - l, mask)
+        u, v = numpy_twfe(y - l, mask)
         z = l + np.where(mask, y - l - u[:, None] - v[None, :], 0.0)
         a, s, b = np.linalg.svd(z, full_matrices=False)
         l = (a * np.maximum(s - lam * n_obs / 2, 0.0)) @ b
@@ -58,7 +48,7 @@ def np_mcnnm(y, mask, lam, tol=1e-14, max_iter=50_000):
 
 
 def np_lambda_max(y, mask):
-    u, v = np_fixed_effects(y, mask)
+    u, v = numpy_twfe(y, mask)
     resid = np.where(mask, y - u[:, None] - v[None, :], 0.0)
     return 2 * np.linalg.svd(resid, compute_uv=False)[0] / mask.sum()
 
@@ -102,7 +92,7 @@ def test_fixed_effects_closed_form_matches_lstsq():
     mask[0] = False  # an empty row gets u = 0
     m = jnp.asarray(mask)
     u, v = jax.jit(lambda r: mc_nnm.fit_fixed_effects(mc_nnm.fixed_effects(m), m, r))(jnp.asarray(r, jnp.float32))
-    nu, nv = np_fixed_effects(r, mask)
+    nu, nv = numpy_twfe(r, mask)
     fitted = (np.asarray(u)[:, None] + np.asarray(v)[None, :])[mask]
     np.testing.assert_allclose(fitted, (nu[:, None] + nv[None, :])[mask], atol=1e-4)
     assert float(u[0]) == 0.0

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..covariates import CENTERINGS, CovariateConfig, prepare
+from .. import checks
+from ..covariates import CovariateConfig, prepare
 from ..estimator import finalize
 from ..nets import Params, init_mlp, mlp
 from ..panel import Panel
@@ -65,23 +66,14 @@ class AEMCNEConfig:
     centering: str = "blocks"
 
     def __post_init__(self):
-        for name in ("hidden", "enet_hidden"):
-            widths = tuple(getattr(self, name))
-            if any(int(h) < 1 for h in widths):
-                raise ValueError(f"AEMCNEConfig.{name} widths must be >= 1, got {widths}")
-            object.__setattr__(self, name, widths)  # lists -> tuples keep the config hashable
-        if self.steps < 1:
-            raise ValueError(f"AEMCNEConfig.steps must be >= 1, got {self.steps}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"AEMCNEConfig.learning_rate must be > 0, got {self.learning_rate}")
+        checks.widths(self, "hidden", "enet_hidden")
+        checks.at_least_one(self, "steps")
+        checks.positive(self, "learning_rate")
         if not self.weight_decay >= 0:
             raise ValueError(f"AEMCNEConfig.weight_decay must be >= 0, got {self.weight_decay}")
         if not math.isfinite(self.residual):
             raise ValueError(f"AEMCNEConfig.residual must be finite, got {self.residual}")
-        if not isinstance(self.covariates, CovariateConfig):
-            raise ValueError(f"AEMCNEConfig.covariates must be a CovariateConfig, got {type(self.covariates).__name__}")
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"AEMCNEConfig.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        checks.covariate_stage(self)
 
 
 def init_aemc_ne(key: jax.Array, n_periods: int, config: AEMCNEConfig) -> dict[str, Params]:

@@ -27,7 +27,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..covariates import CENTERINGS, CovariateConfig, prepare
+from .. import checks
+from ..covariates import CovariateConfig, prepare
 from ..estimator import finalize
 from ..panel import Panel
 from ..result import Result, Status
@@ -47,10 +48,7 @@ class DiDConfig:
     centering: str = "blocks"
 
     def __post_init__(self):
-        if not isinstance(self.covariates, CovariateConfig):
-            raise ValueError(f"DiDConfig.covariates must be a CovariateConfig, got {type(self.covariates).__name__}")
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"DiDConfig.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        checks.covariate_stage(self)
 
 
 def _effects_by_columns(y: jax.Array, m: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ..covariates import CENTERINGS, CovariateConfig, prepare
+from .. import checks
+from ..covariates import CovariateConfig, prepare
 from ..estimator import finalize
 from ..panel import Panel
 from ..result import Result, Status
@@ -110,10 +111,7 @@ class MCNNMConfig:
             raise ValueError(f"MCNNMConfig.cv_ratio must lie in (0, 1), got {self.cv_ratio!r}")
         if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
             raise ValueError(f"MCNNMConfig.tol must be finite and > 0, got {self.tol!r}")
-        if not isinstance(self.covariates, CovariateConfig):
-            raise ValueError(f"MCNNMConfig.covariates must be a CovariateConfig, got {self.covariates!r}")
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"MCNNMConfig.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        checks.covariate_stage(self)
 
     @property
     def mode(self) -> str:

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..covariates import CENTERINGS, CovariateConfig, prepare
+from .. import checks
+from ..covariates import CovariateConfig, prepare
 from ..estimator import finalize
 from ..nets import Params, init_mlp, mlp
 from ..panel import Panel
@@ -49,22 +50,10 @@ class SingleAEConfig:
     centering: str = "blocks"
 
     def __post_init__(self):
-        for name in ("latent_dim", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SingleAEConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("encoder_hidden", "decoder_hidden"):
-            widths = tuple(getattr(self, name))
-            if any(int(h) < 1 for h in widths):
-                raise ValueError(f"SingleAEConfig.{name} widths must be >= 1, got {widths}")
-            object.__setattr__(self, name, widths)  # lists -> tuples keep the config hashable
-        if not self.learning_rate > 0:
-            raise ValueError(f"SingleAEConfig.learning_rate must be > 0, got {self.learning_rate}")
-        if not isinstance(self.covariates, CovariateConfig):
-            raise ValueError(
-                f"SingleAEConfig.covariates must be a CovariateConfig, got {type(self.covariates).__name__}"
-            )
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"SingleAEConfig.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        checks.at_least_one(self, "latent_dim", "steps")
+        checks.widths(self, "encoder_hidden", "decoder_hidden")
+        checks.positive(self, "learning_rate")
+        checks.covariate_stage(self)
 
     def check(self, panel: Panel) -> None:
         """Panel-dependent checks, before tracing."""

@@ -34,7 +34,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..covariates import CENTERINGS, CovariateConfig, prepare
+from .. import checks
+from ..covariates import CovariateConfig, prepare
 from ..estimator import finalize
 from ..panel import Panel
 from ..result import Result, Status
@@ -78,18 +79,11 @@ class VertRegConfig:
             raise ValueError(f"VertRegConfig.alpha must be > 0 with penalty={self.penalty!r}, got {self.alpha}")
         if not 0.0 <= self.l1_ratio <= 1.0:
             raise ValueError(f"VertRegConfig.l1_ratio must be in [0, 1], got {self.l1_ratio}")
-        if self.steps < 1:
-            raise ValueError(f"VertRegConfig.steps must be >= 1, got {self.steps}")
-        if not self.tol > 0:
-            raise ValueError(f"VertRegConfig.tol must be > 0, got {self.tol}")
+        checks.at_least_one(self, "steps")
+        checks.positive(self, "tol")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"VertRegConfig.batch_size must be >= 1 or None, got {self.batch_size}")
-        if not isinstance(self.covariates, CovariateConfig):
-            raise ValueError(
-                f"VertRegConfig.covariates must be a CovariateConfig, got {type(self.covariates).__name__}"
-            )
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"VertRegConfig.centering must be one of {CENTERINGS}, got {self.centering!r}")
+        checks.covariate_stage(self)
 
 
 def _soft(x: jax.Array, thresh: jax.Array) -> jax.Array:
