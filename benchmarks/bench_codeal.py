@@ -27,23 +27,9 @@ from codeal_jax.design import staggered_design  # noqa: E402
 from codeal_jax.staggered import Blocks  # noqa: E402
 
 
-def ae_flops(n, t, cfg: cj.CodealConfig, train_cells=None) -> float:
-    """Analytic FLOPs of autoencoder training: 3x forward per step (fwd + 2 bwd matmuls) + 1 forward.
-
-    ``train_cells`` counts the (unit, period) cells whose decoder outputs enter
-    the loss (default all N*T); the final imputation pass covers all cells.
-    """
-    enc = (n, *cfg.encoder_hidden, cfg.latent_dim)
-    dec = (cfg.latent_dim, *cfg.decoder_hidden, 1)
-    enc_f = 2 * t * sum(a * b for a, b in zip(enc[:-1], enc[1:]))
-    dec_f = 2 * sum(a * b for a, b in zip(dec[:-1], dec[1:]))
-    cells = n * t if train_cells is None else train_cells
-    return (enc_f + dec_f * cells) * 3 * cfg.steps + enc_f + dec_f * n * t
-
-
-def cov_flops(n, t, p, cov: cj.CovariateConfig) -> float:
-    fwd = 2 * n * t * (p * cov.hidden + cov.hidden)
-    return fwd * (3 * cov.steps + 1)
+# The analytic FLOP formulas live in _timing (shared with the suite).
+ae_flops = tm.ae_flops
+cov_flops = tm.cov_flops
 
 
 def four_block_panel(seed, n=200, t=120, n1=100, t1=60, p=5, k=3):

@@ -1,20 +1,28 @@
-"""Runs the benchmark scripts and rebuilds benchmarks/README.md from their results.
+"""The benchmark suite: one table, one row per workload; also rebuilds benchmarks/README.md.
 
 Usage:
-  python benchmarks/run_all.py            # quick mode: small repeat counts
-  python benchmarks/run_all.py --full     # the full sweeps (tens of minutes on 2 cores)
-  python benchmarks/run_all.py --only codeal,mc_nnm
-  python benchmarks/run_all.py --assemble # only rebuild README.md from benchmarks/results/*.md
+  python benchmarks/run_all.py                     # quick suite (default)
+  python benchmarks/run_all.py --full              # every workload and size (long on a CPU)
+  python benchmarks/run_all.py --only 'codeal_c2,mc_nnm*' --repeats 3
+  python benchmarks/run_all.py --full --tag h100   # writes results/suite_h100.md and .csv
+  python benchmarks/run_all.py --list              # the workload names
+  python benchmarks/run_all.py --scripts codeal,mc_nnm,spectral   # also the per-script benchmarks
+  python benchmarks/run_all.py --assemble          # only rebuild README.md from benchmarks/results/*.md
 
-Each script writes its own markdown fragment to benchmarks/results/<name>.md;
-this runner executes them in subprocesses (so one failing script does not stop
-the others) and concatenates the fragments under a common header.
+The suite (``suite.py``) prints the table and writes it to
+benchmarks/results/suite.md and suite.csv (suite_<tag>.* with ``--tag``), one
+row per workload: shape, median steady-state seconds, compile seconds, FLOPs,
+GFLOP/s, the ratio to a float32 matmul measured in the same run, peak memory
+and the speed-up over a peer where one is run. The older per-script
+benchmarks (bench_*.py) still write their own fragments; ``--scripts`` runs
+them in subprocesses (so one failing script does not stop the others).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,17 +42,23 @@ HEADER = """# Benchmarks
 
 Every number below was measured by the command shown with it; machines are named with each table.
 Timings are medians of steady-state runs after compilation (`block_until_ready`), with compile time
-reported separately. Regenerate everything with `python benchmarks/run_all.py` (quick) or
-`python benchmarks/run_all.py --full`; `--assemble` only rebuilds this file from
-`benchmarks/results/*.md`.
+reported separately. `python benchmarks/run_all.py` (quick) or `python benchmarks/run_all.py --full`
+runs the suite (one row per workload, `--tag NAME` per machine); `--scripts` adds the per-script
+benchmarks; `--assemble` only rebuilds this file from `benchmarks/results/*.md`.
 """
+
+
+def fragment_names() -> list[str]:
+    """Fragments in README order: the suite tables first, then ORDER, then the rest alphabetically."""
+    have = sorted(f[:-3] for f in os.listdir(RESULTS) if f.endswith(".md"))
+    suite = [n for n in have if n == "suite"] + [n for n in have if n.startswith("suite_")]
+    names = suite + [n for n in ORDER if n in have and n not in suite]
+    return names + [n for n in have if n not in names]
 
 
 def assemble() -> str:
     parts = [HEADER]
-    names = [n for n in ORDER if os.path.exists(os.path.join(RESULTS, f"{n}.md"))]
-    names += sorted(f[:-3] for f in os.listdir(RESULTS) if f.endswith(".md") and f[:-3] not in names)
-    for name in names:
+    for name in fragment_names():
         with open(os.path.join(RESULTS, f"{name}.md")) as f:
             parts.append(f.read().strip() + "\n")
     text = "\n".join(parts)
@@ -53,22 +67,106 @@ def assemble() -> str:
     return text
 
 
-def main(argv=None):
+def run_scripts(names: list[str], full: bool) -> None:
+    for name in names:
+        quick, fargs = SCRIPTS[name]
+        cmd = [sys.executable, os.path.join(HERE, f"bench_{name}.py"), *(fargs if full else quick)]
+        print(f"== {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd)
+        print(f"== {name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(SCRIPTS))
-    ap.add_argument("--assemble", action="store_true")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the quick suite (default)")
+    mode.add_argument("--full", action="store_true", help="every workload and size")
+    ap.add_argument("--only", default="", help="comma-separated workload names or globs (see --list)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per workload (default 3 quick, 5 full)")
+    ap.add_argument("--tag", default="", help="machine label stored in every row; writes results/suite_<tag>.*")
+    ap.add_argument("--list", action="store_true", help="print the workload names and exit")
+    ap.add_argument("--study-reps", type=int, default=None,
+                    help="replications of the run_study workload (default 50 full, 4 quick)")
+    ap.add_argument("--study-chunk", type=int, default=None,
+                    help="run_study chunk size (default 10 on CPU, all replications on an accelerator)")
+    ap.add_argument("--matmul-n", type=int, default=None, help="size of the reference matmul (default 2000 CPU, 8192 accelerator)")
+    ap.add_argument("--spectral-max-seconds", type=float, default=300.0,
+                    help="skip a spectral size whose fit is projected (n^3) to take longer")
+    ap.add_argument("--peer-timeout", type=float, default=600.0,
+                    help="stop a peer (causaltensor) call after this many seconds; the row gives a lower bound")
+    ap.add_argument("--scripts", default="", help="also run these per-script benchmarks: " + ",".join(SCRIPTS) + " or all")
+    ap.add_argument("--assemble", action="store_true", help="only rebuild README.md from results/*.md")
+    ap.add_argument("--results-dir", default=RESULTS, help=argparse.SUPPRESS)
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tiny shapes, for the tests
+    return ap
+
+
+def main(argv=None):
+    ap = parser()
     args = ap.parse_args(argv)
-    if not args.assemble:
-        names = [n for n in args.only.split(",") if n] or list(SCRIPTS)
-        for name in names:
-            quick, full = SCRIPTS[name]
-            cmd = [sys.executable, os.path.join(HERE, f"bench_{name}.py"), *(full if args.full else quick)]
-            print(f"== {' '.join(cmd)}", flush=True)
-            t0 = time.perf_counter()
-            rc = subprocess.call(cmd)
-            print(f"== {name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
-    print(assemble())
+    if args.assemble:
+        print(assemble())
+        return None
+    scripts = list(SCRIPTS) if args.scripts == "all" else [s for s in args.scripts.split(",") if s]
+    unknown = [s for s in scripts if s not in SCRIPTS]
+    if unknown:
+        ap.error(f"--scripts: unknown {unknown}; choose from {list(SCRIPTS)} or all")
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.tag):
+        ap.error(f"--tag must be letters, digits, '_', '.' or '-', got {args.tag!r}")
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+
+    import suite  # after argument checks: importing JAX takes seconds
+
+    if args.list:
+        for w in suite.catalogue():
+            print(f"{w.name:22s} {'quick+full' if w.quick else 'full only':10s} {w.about}")
+        return None
+    try:
+        workloads = suite.select(args.only, args.full)
+    except ValueError as err:
+        ap.error(str(err))
+
+    import jax
+
+    import _timing as tm
+
+    accel = jax.devices()[0].platform != "cpu"
+    full = args.full
+    ctx = suite.Context(
+        quick=not full,
+        repeats=args.repeats or (5 if full else 3),
+        tiny=args.tiny,
+        tag=args.tag or jax.devices()[0].platform,
+        matmul_gflops=0.0,
+        study_reps=args.study_reps or (2 if args.tiny else 50 if full else 4),
+        study_chunk=args.study_chunk or (None if accel else 10),
+        spectral_max_s=args.spectral_max_seconds,
+        peer_timeout=args.peer_timeout,
+    )
+    n_mat = args.matmul_n or (256 if args.tiny else 8192 if accel else 2000)
+    ctx.matmul_gflops = tm.matmul_gflops(n=n_mat)
+    print(f"float32 {n_mat}x{n_mat} matmul: {ctx.matmul_gflops:.1f} GFLOP/s; {tm.machine()}", flush=True)
+    t0 = time.perf_counter()
+    rows = suite.run(ctx, workloads)
+    elapsed = time.perf_counter() - t0
+
+    command = "python benchmarks/run_all.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    title, lines = suite.markdown(ctx, rows, command.strip(), elapsed)
+    stem = f"suite_{args.tag}" if args.tag else "suite"
+    md = os.path.join(args.results_dir, f"{stem}.md")
+    tm.write_markdown(md, title, lines)
+    tm.write_csv(os.path.join(args.results_dir, f"{stem}.csv"), rows, suite.COLUMNS)
+    print("\n".join([f"### {title}", "", *lines]))
+    print(f"wrote {md} and {stem}.csv", flush=True)
+
+    if scripts:
+        run_scripts(scripts, full)
+    if os.path.abspath(args.results_dir) == os.path.abspath(RESULTS) and not args.tiny:
+        assemble()
+        print("rebuilt benchmarks/README.md")
+    return rows
 
 
 if __name__ == "__main__":

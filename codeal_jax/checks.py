@@ -1,37 +1,58 @@
 """Host-side validation of config fields, shared by every method's config.
 
 Each helper raises ``ValueError`` naming ``Class.field`` and the bad value.
+Types are checked too: a float where a size is expected (``steps=2.5``) or a
+string where a rate is expected would otherwise fail deep inside tracing with
+an unrelated error.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 
 
 def _name(cfg, field: str) -> str:
     return f"{type(cfg).__name__}.{field}"
 
 
+def _is_int(value) -> bool:
+    """True for Python/numpy integers (bools excluded: ``steps=True`` is a mistake)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def at_least_one(cfg, *fields: str) -> None:
     """Integer fields that must be >= 1 (sizes, steps)."""
     for f in fields:
-        if getattr(cfg, f) < 1:
-            raise ValueError(f"{_name(cfg, f)} must be >= 1, got {getattr(cfg, f)}")
+        value = getattr(cfg, f)
+        if not _is_int(value):
+            raise ValueError(f"{_name(cfg, f)} must be an integer >= 1, got {value!r} ({type(value).__name__})")
+        if value < 1:
+            raise ValueError(f"{_name(cfg, f)} must be >= 1, got {value}")
 
 
 def positive(cfg, *fields: str) -> None:
-    """Float fields that must be > 0 (learning rates, tolerances)."""
+    """Float fields that must be finite and > 0 (learning rates, tolerances)."""
     for f in fields:
-        if not getattr(cfg, f) > 0:
-            raise ValueError(f"{_name(cfg, f)} must be > 0, got {getattr(cfg, f)}")
+        value = getattr(cfg, f)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise ValueError(f"{_name(cfg, f)} must be a number > 0, got {value!r} ({type(value).__name__})")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{_name(cfg, f)} must be > 0, got {value}")
 
 
 def widths(cfg, *fields: str) -> None:
-    """Hidden-width tuples: every width >= 1; lists become tuples so the config stays hashable."""
+    """Hidden-width tuples: every width an integer >= 1; lists become tuples so the config stays hashable."""
     for f in fields:
-        value = tuple(getattr(cfg, f))
-        if any(int(h) < 1 for h in value):
+        raw = getattr(cfg, f)
+        if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
+            raise ValueError(f"{_name(cfg, f)} must be a tuple of widths, e.g. (64, 64), got {raw!r}")
+        value = tuple(raw)
+        if not all(_is_int(h) for h in value):
+            raise ValueError(f"{_name(cfg, f)} widths must be integers, got {value}")
+        if any(h < 1 for h in value):
             raise ValueError(f"{_name(cfg, f)} widths must be >= 1, got {value}")
-        object.__setattr__(cfg, f, value)
+        object.__setattr__(cfg, f, tuple(int(h) for h in value))
 
 
 def covariate_stage(cfg, centerings: tuple[str, ...] | None = None) -> None:

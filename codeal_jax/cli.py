@@ -4,7 +4,9 @@ Subcommands:
   simulate   run the paper's Monte Carlo study for one configuration
   fit        fit a method to a long-format CSV panel (see ``codeal-jax fit -h``)
 
-Errors in the inputs end the command with exit code 2 and a one-line message.
+Errors in the inputs (bad flags, missing or malformed files, invalid data,
+an unusable ``--out``) end the command with exit code 2 and a one-line
+message on stderr, without a traceback.
 """
 
 from __future__ import annotations
@@ -25,12 +27,34 @@ def _force_cpu_devices(n: int | None) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit code 2), like our input errors."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} -h')\n")
+
+
 def _methods(text: str) -> list[str]:
     names = PAPER_METHODS if text == "all" else tuple(m.strip() for m in text.split(",") if m.strip())
+    if not names:
+        raise ValueError(f"--methods {text!r} names no method; give comma-separated names or 'all'")
     return list(names)
 
 
+def check_out_dir(path: str | None) -> None:
+    """Refuses an ``--out`` that exists but is not a directory (before any work is done)."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {path!r} exists and is not a directory")
+
+
 def _simulate(args) -> int:
+    # Cheap argument checks first: before importing jax or compiling anything.
+    for flag, value in (("--reps", args.reps), ("--chunk-size", args.chunk_size), ("--devices", args.devices),
+                        ("--units", args.units), ("--periods", args.periods)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    check_out_dir(args.out)
+    _methods(args.methods)
     _force_cpu_devices(args.devices)
     import jax
 
@@ -99,7 +123,7 @@ def _fit(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="codeal-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="codeal-jax", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="run the paper's Monte Carlo study for one configuration")
@@ -143,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        msg = e.args[0] if e.args else str(e)
+    except (ValueError, KeyError, OSError) as e:
+        # An OSError raised by the OS has args (errno, text); str() then carries the path too.
+        msg = e.args[0] if len(e.args) == 1 else str(e)
+        msg = " ".join(str(msg).split())  # one line, whatever the exception text holds
         print(f"codeal-jax {args.command}: error: {msg}", file=sys.stderr)
         return 2
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from . import checks
+from . import checks, linalg
 from .nets import init_mlp_stack
 from .panel import Panel
 from .train import train
@@ -156,7 +156,7 @@ def linear_effects(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
 
     def one(y_t, m_t):
         s = jnp.sqrt(m_t.astype(x.dtype))
-        beta = jnp.linalg.lstsq(design * s[:, None], y_t * s)[0]
+        beta = linalg.lstsq(design * s[:, None], y_t * s)
         return x @ beta[1:]
 
     return jax.vmap(one, in_axes=(1, 1), out_axes=1)(y, mask)

@@ -52,14 +52,17 @@ def finalize(
       info: diagnostics to carry.
 
     Returns:
-      A ``Result``. If anything imputed is not finite, ``status`` becomes
-      ``NONFINITE`` and ``y0_hat`` (imputed cells), ``unit_att`` and ``att`` are
-      NaN, so one failed replication never poisons a batch silently.
+      A ``Result``. If anything imputed is not finite, or the method itself
+      reports ``NONFINITE`` (a loss overflowed while the outputs stayed
+      finite), ``status`` is ``NONFINITE`` and ``y0_hat`` (imputed cells),
+      ``unit_att`` and ``att`` are NaN, so one failed replication never
+      poisons a batch silently.
     """
     keep = fit_cells(panel)
     y0_hat = jnp.where(keep, panel.y, pred + offset)
-    finite = jnp.all(jnp.isfinite(y0_hat))
-    status = jnp.where(finite, jnp.asarray(status, jnp.int32), jnp.int32(Status.NONFINITE))
+    status = jnp.asarray(status, jnp.int32)
+    finite = jnp.all(jnp.isfinite(y0_hat)) & (status != Status.NONFINITE)
+    status = jnp.where(finite, status, jnp.int32(Status.NONFINITE))
     y0_hat = jnp.where(finite, y0_hat, jnp.where(keep, panel.y, jnp.nan))
     unit_att, att = effects_on_treated(panel, y0_hat)
     return Result(y0_hat=y0_hat, unit_att=unit_att, att=att, status=status, info=info or {})

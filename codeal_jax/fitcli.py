@@ -147,6 +147,9 @@ def run_fit(args) -> int:
         learning_rate=getattr(args, "learning_rate", None),
         max_groups=getattr(args, "max_groups", None),
     )
+    from .cli import check_out_dir
+
+    check_out_dir(args.out)  # before the (possibly long) fit, not after it
     removal = getattr(args, "covariate_removal", "dnn")
     covariates = [c.strip() for c in (getattr(args, "covariates", "") or "").split(",") if c.strip()]
 

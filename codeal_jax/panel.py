@@ -10,6 +10,9 @@ import numpy as np
 from flax import struct
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def _describe(indices: np.ndarray, labels: Sequence[Any] | None, limit: int = 8) -> str:
     """Formats offending indices (or their labels) for an error message."""
     idx = [int(i) for i in np.asarray(indices).ravel()]
@@ -140,6 +143,14 @@ class Panel:
                 f"{_describe(np.unique(rows), units)} (periods {_describe(np.unique(cols), times)}); "
                 "drop them or mark them unobserved"
             )
+        # Finite in float64 but inf once stored as float32: would poison every fit silently.
+        big = obs & (np.abs(yf) > _F32_MAX)
+        if big.any():
+            rows, cols = np.nonzero(big)
+            raise ValueError(
+                f"y has {big.sum()} observed values beyond the float32 range (|y| > {_F32_MAX:.3g}), at units "
+                f"{_describe(np.unique(rows), units)} (periods {_describe(np.unique(cols), times)}); rescale y"
+            )
         if not _is_binary(w):
             vals = np.unique(w[~np.isin(w, [0, 1])] if w.dtype != bool else w)
             rows = np.unique(np.nonzero(~np.isin(w, [0, 1]))[0])
@@ -162,6 +173,12 @@ class Panel:
                 raise ValueError(
                     f"x has non-finite values at units {_describe(np.unique(np.nonzero(badx)[0]), units)} "
                     f"(covariate columns {np.unique(np.nonzero(badx)[1]).tolist()})"
+                )
+            bigx = np.abs(xa.astype(np.float64)) > _F32_MAX
+            if bigx.any():
+                raise ValueError(
+                    f"x has values beyond the float32 range at units {_describe(np.unique(np.nonzero(bigx)[0]), units)} "
+                    f"(covariate columns {np.unique(np.nonzero(bigx)[1]).tolist()}); rescale x"
                 )
         return cls(
             y=jnp.asarray(np.where(obs, yf, 0.0), jnp.float32),

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from . import checks
+from . import checks, linalg
 from .estimator import finalize
 from .panel import Panel, _describe
 from .result import Status
@@ -238,22 +238,22 @@ def randomized_svd(key: jax.Array, a: jax.Array, k: int, oversample: int = 10, p
     n, t = a.shape
     width = min(k + oversample, n, t)
     omega = jax.random.normal(key, (t, width), a.dtype)
-    q, _ = jnp.linalg.qr(_mm(a, omega))
+    q = linalg.qr_q(_mm(a, omega))
 
     def power(_, q):
-        z, _ = jnp.linalg.qr(_mm(a.T, q))
-        q, _ = jnp.linalg.qr(_mm(a, z))
+        z = linalg.qr_q(_mm(a.T, q))
+        q = linalg.qr_q(_mm(a, z))
         return q
 
     q = jax.lax.fori_loop(0, power_iters, power, q)
-    ub, s, vt = jnp.linalg.svd(_mm(q.T, a), full_matrices=False)  # small (l, T) problem
+    ub, s, vt = linalg.svd(_mm(q.T, a))  # small (l, T) problem
     return _mm(q, ub), s, vt
 
 
 def _svd(key: jax.Array, a: jax.Array, k: int, config: SpectralConfig):
     """Leading singular triplets: all of them (exact) or about k (randomized)."""
     if config.svd == "exact":
-        return jnp.linalg.svd(a, full_matrices=False)
+        return linalg.svd(a)
     return randomized_svd(key, a, k, config.oversample, config.power_iters)
 
 

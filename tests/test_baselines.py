@@ -59,7 +59,7 @@ def test_did_four_block_equals_paper_formula():
     """Four blocks: y0_hat = mean_pre(Y_i) + mean_controls(Y_jt - mean_pre(Y_j)) (atol 1e-4)."""
     panel = simulate(1)
     y, w, _ = arrays(panel)
-    res = cj.estimate(KEY, panel, method="did", covariates=None)
+    res = cj.estimate(KEY, panel, method="did", covariates=None, config=did.DiDConfig(staggered="whole"))
     ctrl, pre = ~w.any(1), ~w.any(0)
     pre_mean = y[:, pre].mean(1)
     expect = pre_mean[:, None] + (y[ctrl] - pre_mean[ctrl, None]).mean(0)[None, :]
@@ -77,7 +77,7 @@ def test_did_general_mask_matches_twfe_lstsq(shape):
     n, t = shape
     panel = simulate(2, n=n, t=t, n_controls=n // 3, adopt=(5, 9, 13), missing=0.2)
     y, w, obs = arrays(panel)
-    res = cj.estimate(KEY, panel, method="did", covariates=None)
+    res = cj.estimate(KEY, panel, method="did", covariates=None, config=did.DiDConfig(staggered="whole"))
     u, v = numpy_twfe(y, obs & ~w)
     expect = u[:, None] + v[None, :]
     imputed = ~(obs & ~w)
@@ -91,7 +91,7 @@ def test_did_flags_unidentified_period():
     observed = np.ones((N, T), bool)
     observed[:16, -1] = False  # controls unobserved in the last period
     panel = cj.Panel.from_arrays(*arrays(panel)[:2], observed=observed)
-    res = cj.estimate(KEY, panel, method="did", covariates=None)
+    res = cj.estimate(KEY, panel, method="did", covariates=None, config=did.DiDConfig(staggered="whole"))
     assert int(res.status) == cj.Status.INSUFFICIENT_DATA
 
 
@@ -112,7 +112,7 @@ def test_vert_reg_ols_matches_numpy_lstsq_with_intercept():
     numpy lstsq with an intercept column on each unit's untreated observed periods (rtol 1e-3);
     chunking units with ``batch_size`` changes nothing."""
     panel = simulate(4, n_controls=4, adopt=(8, 11, 13), missing=0.1)
-    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None)
+    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(staggered="whole"))
     yt, fit, ctrl, mu0 = residual_setup(panel, res)
     got, weights = np.asarray(res.y0_hat), np.asarray(res.info["weights"])
     design = np.column_stack([np.ones(T), yt[ctrl].T])
@@ -124,7 +124,7 @@ def test_vert_reg_ols_matches_numpy_lstsq_with_intercept():
     np.testing.assert_array_equal(weights[:, ~ctrl], 0.0)
     assert int(res.status) == cj.Status.OK
     # Units in lax.map chunks of 5 (24 = 4*5 + 4: a remainder chunk) give the same fit.
-    chunked = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(batch_size=5))
+    chunked = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(batch_size=5, staggered="whole"))
     np.testing.assert_allclose(np.asarray(chunked.y0_hat), got, rtol=1e-5, atol=1e-5)
 
 
@@ -146,7 +146,7 @@ def test_vert_reg_underdetermined_min_norm():
     (sklearn LinearRegression's convention: lstsq on unit-centred rows), rtol 2e-3; the pre-period
     fit is exact."""
     panel = simulate(5, n_controls=16, adopt=(6,))
-    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None)
+    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(staggered="whole"))
     yt, fit, ctrl, mu0 = residual_setup(panel, res)
     wts, icpt = np.asarray(res.info["weights"], np.float64), np.asarray(res.info["intercept"], np.float64)
     got = np.asarray(res.y0_hat)
@@ -163,7 +163,7 @@ def test_vert_reg_ridge_closed_form_and_small_alpha_limit():
     """Ridge equals (Xc'Xc + n alpha I)^-1 Xc'yc on each unit's rows (rtol 1e-3), staggered with
     missing cells; ridge with alpha -> 0 tends to the OLS minimum-norm solution (atol 5e-3)."""
     panel = simulate(6, n_controls=10, adopt=(5, 9, 12), missing=0.1)
-    cfg = vert_reg.VertRegConfig(penalty="ridge", alpha=0.3)
+    cfg = vert_reg.VertRegConfig(penalty="ridge", alpha=0.3, staggered="whole")
     res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=cfg)
     yt, fit, ctrl, mu0 = residual_setup(panel, res)
     got = np.asarray(res.y0_hat)
@@ -172,7 +172,7 @@ def test_vert_reg_ridge_closed_form_and_small_alpha_limit():
         b0, b = centred_reference(yt, rows, ctrl, i, alpha=0.3)
         np.testing.assert_allclose(np.asarray(res.info["weights"])[i, ctrl], b, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(got[i, ~rows], b0 + yt[ctrl][:, ~rows].T @ b + mu0, rtol=1e-3, atol=1e-3)
-    ols = cj.estimate(KEY, panel, method="vert_reg", covariates=None)
+    ols = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=dataclasses.replace(cfg, penalty="none"))
     lim = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=dataclasses.replace(cfg, alpha=1e-7))
     np.testing.assert_allclose(np.asarray(lim.y0_hat), np.asarray(ols.y0_hat), atol=5e-3)
 
@@ -197,7 +197,7 @@ def test_vert_reg_elastic_net_matches_coordinate_descent():
     """FISTA elastic net equals float64 coordinate descent (atol 2e-3) and gives exact zeros;
     one step is reported as NOT_CONVERGED."""
     panel = simulate(7, n_controls=6, adopt=(9, 12), missing=0.1)
-    cfg = vert_reg.VertRegConfig(penalty="elastic_net", alpha=0.2, l1_ratio=0.7, steps=2000)
+    cfg = vert_reg.VertRegConfig(penalty="elastic_net", alpha=0.2, l1_ratio=0.7, steps=2000, staggered="whole")
     res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=cfg)
     assert int(res.status) == cj.Status.OK
     yt, fit, ctrl, _ = residual_setup(panel, res)

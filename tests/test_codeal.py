@@ -151,6 +151,21 @@ def test_diverging_training_reports_status_and_nan(small_panel, key):
     assert np.isnan(np.asarray(r.y0_hat)[w]).all() and np.isfinite(np.asarray(r.y0_hat)[~w]).all()
 
 
+def test_one_diverging_replication_leaves_the_batch_alone(small_panel, key):
+    """Inside vmap a replication that overflows gets NONFINITE + NaN; its neighbours are untouched."""
+    fit, cfg = cj.api.resolve(small_panel, "codeal", None, TINY)
+    scale = jnp.asarray([1.0, 1e19, 1.0])  # (1e19)^2 overflows float32 in the loss
+    panels = jax.tree.map(lambda a: jnp.stack([a] * 3), small_panel.without_labels())
+    panels = panels.replace(y=panels.y * scale[:, None, None])
+    keys = jax.random.split(key, 3)
+    batch = jax.jit(jax.vmap(lambda k, p: fit(k, p, cfg)))(keys, panels)
+    assert np.asarray(batch.status).tolist() == [cj.Status.OK, cj.Status.NONFINITE, cj.Status.OK]
+    assert np.isnan(np.asarray(batch.unit_att[1])).all()
+    for j in (0, 2):  # the same as fitting them alone
+        alone = fit(keys[j], small_panel.without_labels(), cfg)
+        np.testing.assert_allclose(batch.unit_att[j], alone.unit_att, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("cov", ["linear", None])
 def test_covariate_options_run(small_panel, key, cov):
     r = cj.estimate(key, small_panel, covariates=cov, config=TINY)

@@ -155,6 +155,43 @@ def test_sharded_run_equals_unsharded(by4, tmp_path):
     assert "SHARDED_OK" in proc.stdout, proc.stderr[-3000:]
 
 
+def test_fit_programme_shared_across_generators(by4):
+    """DGPs that differ only in their generators reuse one compiled fit programme."""
+    import dataclasses
+
+    other = dataclasses.replace(DGP, factor="sine", noise_sd=1.0)
+    runs = tuple(runner._method_runs(METHODS_USED))
+    devs = tuple(jax.local_devices())
+    fn_a, _ = runner._fit_programme(runner._structure(DGP), DGP, runs, None, devs)
+    fn_b, _ = runner._fit_programme(runner._structure(other), other, runs, None, devs)
+    assert fn_a is fn_b
+    size = fn_a._cache_size()
+    res = run_study(KEY, other, METHODS_USED, REPS, covariates=None, progress=False, chunk_size=4)
+    assert fn_a._cache_size() == size  # no new compilation of the fits
+    # ... while the data (and so the numbers) differ.
+    assert not np.allclose(res.data["cf_mae"], by4[0].data["cf_mae"])
+
+
+def test_memory_plan_shrinks_or_refuses_chunks(by4, monkeypatch):
+    """A chunk that would not fit free memory is shrunk (auto) or refused (explicit)."""
+    runs = tuple(runner._method_runs(METHODS_USED))
+    devs = tuple(jax.local_devices())
+    need4 = runner._chunk_bytes(KEY, DGP, runs, None, devs, 4)
+    need1 = runner._chunk_bytes(KEY, DGP, runs, None, devs, 1)
+    assert need4 > need1 > 0
+    # Room for about two replications of the conservative per-replication estimate.
+    free = int(need4 / 4 * 2 / runner.MEMORY_HEADROOM) + 1
+    monkeypatch.setattr(runner.memory, "available_bytes", lambda device=None: free)
+    assert runner._fit_memory(KEY, DGP, runs, None, devs, 4, auto=True) == 2
+    with pytest.raises(ValueError, match="needs about"):
+        _run(chunk_size=4)
+    res = run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False)
+    pd.testing.assert_frame_equal(res.data, by4[0].data)
+    monkeypatch.setattr(runner.memory, "available_bytes", lambda device=None: 16)
+    with pytest.raises(ValueError, match="one replication needs"):
+        run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False)
+
+
 # ----------------------------------------------------------------------------- host-side pieces
 
 

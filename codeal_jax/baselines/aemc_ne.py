@@ -17,6 +17,14 @@ CoDEAL reference code calls ``forward`` with the observed mask, and the
 element-wise network is applied only where that mask is set, so the paper's
 AEMC-NE numbers skipped it at exactly the entries being imputed. Training is
 identical in both modes (the loss only sees fitted cells).
+
+The period-indexed weights (the main net's first layer rows and last layer
+columns) are drawn per period (entry j depends on the key and j only), and
+the first layer's scale uses the number of periods with fit cells, so a
+problem padded with empty periods and units trains exactly like the unpadded
+one. On a staggered design the paper trained one AEMC-NE per treated block
+(``staggered="subproblems"``, the default; see
+:mod:`codeal_jax.baselines.subproblems`).
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ import optax
 
 from .. import checks
 from ..covariates import CovariateConfig, prepare
+from ..design import StaggeredDesign
 from ..estimator import finalize
-from ..nets import Params, init_mlp, mlp
+from ..nets import Params, init_mlp, mlp, n_params, uniform_rows
 from ..panel import Panel
 from ..result import Result, Status
 from ..train import train
+from . import subproblems
+from ._init import torch_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +64,11 @@ class AEMCNEConfig:
         (official AEMC-NE); False reproduces the CoDEAL paper's copy.
       covariates: the covariate stage.
       centering: ``"blocks"``, ``"controls"`` or ``"none"``.
+      staggered: on a staggered adoption design, ``"subproblems"`` (one net
+        per treated block on its four-block subproblem, as the paper ran it)
+        or ``"whole"`` (one on all untreated cells).
+      max_buckets: with ``"subproblems"``, at most this many padded
+        subproblem shapes (each compiles once; more waste less padding).
     """
 
     hidden: tuple[int, ...] = (30, 30)
@@ -64,6 +80,8 @@ class AEMCNEConfig:
     enet_on_imputed: bool = True
     covariates: CovariateConfig = CovariateConfig()
     centering: str = "blocks"
+    staggered: str = "subproblems"
+    max_buckets: int = 4
 
     def __post_init__(self):
         checks.widths(self, "hidden", "enet_hidden")
@@ -74,15 +92,50 @@ class AEMCNEConfig:
         if not math.isfinite(self.residual):
             raise ValueError(f"AEMCNEConfig.residual must be finite, got {self.residual}")
         checks.covariate_stage(self)
+        subproblems.check_option(self)
+        checks.at_least_one(self, "max_buckets")
 
 
-def init_aemc_ne(key: jax.Array, n_periods: int, config: AEMCNEConfig) -> dict[str, Params]:
-    """Main net T -> ... -> T and element-wise net 1 -> ... -> 1 (PyTorch init)."""
-    k_main, k_enet = jax.random.split(key)
-    return {
-        "main": init_mlp(k_main, (n_periods, *config.hidden, n_periods)),
-        "enet": init_mlp(k_enet, (1, *config.enet_hidden, 1)),
-    }
+def _uniform_cells(key: jax.Array, rows: int, cols: int) -> jax.Array:
+    """(rows, cols) U(-1, 1) draws, entry (i, j) from ``fold_in(fold_in(key, i), j)``."""
+    draw = lambda k, j: jax.random.uniform(jax.random.fold_in(k, j), (), jnp.float32, -1.0, 1.0)
+    row = lambda i: jax.vmap(functools.partial(draw, jax.random.fold_in(key, i)))(jnp.arange(cols))
+    return jax.vmap(row)(jnp.arange(rows))
+
+
+def init_aemc_ne(key: jax.Array, n_periods: int, config: AEMCNEConfig, fan_in=None) -> dict[str, Params]:
+    """Main net T -> ... -> T and element-wise net 1 -> ... -> 1 (PyTorch init).
+
+    Args:
+      key: PRNG key.
+      n_periods: T, the main net's input and output width.
+      config: architecture.
+      fan_in: optional (traced) number of periods really present; the first
+        layer is scaled as if its input had that width. Default T.
+
+    Returns:
+      ``{"main": ..., "enet": ...}``. Period j's row of the first main layer
+      and column of its last layer (with its bias) depend on ``(key, j)`` only.
+    """
+    k_periods, k_rest = jax.random.split(key)
+    enet_sizes = (1, *config.enet_hidden, 1)
+    width = n_periods if fan_in is None else fan_in
+    bound = 1.0 / jnp.sqrt(jnp.maximum(width, 1).astype(jnp.float32))
+    if not config.hidden:  # one T x T layer: both of its axes are periods
+        k_w, k_b = jax.random.split(k_periods)
+        w = _uniform_cells(k_w, n_periods, n_periods) * bound
+        b = uniform_rows(k_b, n_periods, 1)[:, 0] * bound
+        return {"main": ((w, b),), "enet": init_mlp(k_rest, enet_sizes)}
+    h_in, h_out = config.hidden[0], config.hidden[-1]
+    middle = config.hidden if len(config.hidden) > 1 else ()
+    # Two draws (few random kernels compile fast): period-indexed weights row by row, the rest flat.
+    per_period = uniform_rows(k_periods, n_periods, h_in + h_out + 1)
+    n_mid = n_params(middle) if middle else 0
+    flat = jax.random.uniform(k_rest, (h_in + n_mid + n_params(enet_sizes),), jnp.float32, -1.0, 1.0)
+    first = (per_period[:, :h_in] * bound, flat[:h_in] * bound)
+    last = per_period[:, h_in:] / jnp.sqrt(float(h_out))  # PyTorch bound 1/sqrt(fan_in)
+    main = (first, *(torch_layers(flat[h_in : h_in + n_mid], middle) if middle else ()), (last[:, :-1].T, last[:, -1]))
+    return {"main": main, "enet": torch_layers(flat[h_in + n_mid :], enet_sizes)}
 
 
 def apply_aemc_ne(params: dict[str, Params], inputs: jax.Array, residual: float = 0.8) -> tuple[jax.Array, jax.Array]:
@@ -102,6 +155,39 @@ def apply_aemc_ne(params: dict[str, Params], inputs: jax.Array, residual: float 
     return h + residual * g, g
 
 
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: AEMCNEConfig, blocks=None):
+    """Trains one AEMC-NE on the masked cells and reconstructs: ``(pred, status, info)``.
+
+    Args:
+      key: PRNG key of the initialisation.
+      y_tilde: (R, C) adjusted outcomes, zero outside ``mask``.
+      mask: (R, C) bool fit cells; rows/columns without any (padding) get
+        zero inputs and no loss, so they change nothing for the others.
+      config: architecture and training settings.
+      blocks: unused.
+
+    Returns:
+      (R, C) imputation (see ``enet_on_imputed``), ``NONFINITE`` if a loss was
+      not finite, and ``{"loss": (steps,)}``.
+    """
+    del blocks
+    m = mask.astype(y_tilde.dtype)
+    inputs = m * y_tilde
+    present = jnp.sum(jnp.any(mask, axis=0))
+    params = init_aemc_ne(key, y_tilde.shape[1], config, fan_in=present)
+
+    def loss(p):
+        f, _ = apply_aemc_ne(p, inputs, config.residual)
+        return jnp.sum(m * (inputs - f) ** 2) / jnp.maximum(jnp.sum(m), 1.0)
+
+    optimizer = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
+    params, losses = train(loss, params, optimizer, config.steps)
+    f, g = apply_aemc_ne(params, inputs, config.residual)
+    pred = f if config.enet_on_imputed else jnp.where(mask, f, g)
+    status = jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE).astype(jnp.int32)
+    return pred, status, {"loss": losses}
+
+
 @functools.partial(jax.jit, static_argnames="config")
 def fit(key: jax.Array, panel: Panel, config: AEMCNEConfig = AEMCNEConfig()) -> Result:
     """AEMC-NE imputation of the untreated outcomes (any mask).
@@ -117,17 +203,30 @@ def fit(key: jax.Array, panel: Panel, config: AEMCNEConfig = AEMCNEConfig()) -> 
     """
     k_cov, k_net = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, config.centering)
-    mask = prep.mask.astype(prep.y_tilde.dtype)
-    inputs = mask * prep.y_tilde
-    params = init_aemc_ne(k_net, panel.n_periods, config)
+    pred, status, info = impute(k_net, prep.y_tilde, prep.mask, config)
+    return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
 
-    def loss(p):
-        f, _ = apply_aemc_ne(p, inputs, config.residual)
-        return jnp.sum(mask * (inputs - f) ** 2) / jnp.maximum(jnp.sum(mask), 1.0)
 
-    optimizer = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    params, losses = train(loss, params, optimizer, config.steps)
-    f, g = apply_aemc_ne(params, inputs, config.residual)
-    pred = f if config.enet_on_imputed else jnp.where(prep.mask, f, g)
-    status = jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE)
-    return finalize(panel, pred, prep.offset, status, {**prep.info, "loss": losses})
+@functools.partial(jax.jit, static_argnames=("config", "design"))
+def fit_staggered(key: jax.Array, panel: Panel, config: AEMCNEConfig, design: StaggeredDesign) -> Result:
+    """AEMC-NE per treated block of a staggered design (the paper's Table 4b runs).
+
+    Covariate stage once on the full panel (centred by the never-treated
+    units), then one network per subproblem, trained together.
+
+    Args:
+      key: PRNG key.
+      panel: the data, units in any order (results come back in that order).
+      config: static settings.
+      design: from :func:`codeal_jax.design.staggered_design` on ``panel.w``.
+
+    Returns:
+      ``Result``; ``info["loss"]`` is (subproblems, steps).
+    """
+    k_cov, k_net = jax.random.split(key)
+    return subproblems.fit_per_block(k_cov, k_net, panel, config, design, impute)
+
+
+def dispatch(panel: Panel, config: AEMCNEConfig):
+    """Host side: ``(fit_fn, config)``; per-subproblem fits on staggered designs unless ``staggered="whole"``."""
+    return subproblems.dispatch(fit, fit_staggered, panel, config)

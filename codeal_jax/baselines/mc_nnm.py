@@ -20,6 +20,11 @@ paper's "suggested rank" rule (walk down the path until rank(L) >= K).
 
 Everything is ``lax.while_loop``/``lax.scan``; ``fit`` is pure and vmappable
 over replications (a batched while loop runs until its slowest lane is done).
+
+On a staggered design the CoDEAL paper ran MC-NNM per treated block, on the
+same four-block subproblem as CoDEAL (``staggered="subproblems"``, the default;
+see :mod:`codeal_jax.baselines.subproblems`); ``staggered="whole"`` runs it once
+on all untreated cells of the panel, which MC-NNM handles natively.
 """
 
 from __future__ import annotations
@@ -34,11 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .. import checks
+from .. import checks, linalg
 from ..covariates import CovariateConfig, prepare
+from ..design import StaggeredDesign
 from ..estimator import finalize
 from ..panel import Panel
 from ..result import Result, Status
+from . import subproblems
 
 MODES = ("fixed", "cv", "rank")
 _NO_RANK_TARGET = 2**30  # a rank no fit reaches: paths then stop on their index only
@@ -73,6 +80,12 @@ class MCNNMConfig:
         previous value (MCPanel's ``rel_tol`` 1e-5).
       covariates: the covariate stage run first (as for every method).
       centering: ``"blocks"``, ``"controls"`` or ``"none"`` (see ``covariates.centre``).
+      staggered: on a staggered adoption design, ``"subproblems"`` (one fit
+        per treated block on its four-block subproblem, as the CoDEAL paper
+        ran it) or ``"whole"`` (one fit on all untreated cells of the panel).
+        In CV mode the folds are drawn on the padded subproblem shape.
+      max_buckets: with ``"subproblems"``, at most this many padded
+        subproblem shapes (each compiles once; more waste less padding).
     """
 
     lam: float | None = None
@@ -85,6 +98,8 @@ class MCNNMConfig:
     tol: float = 1e-5
     covariates: CovariateConfig = CovariateConfig()
     centering: str = "blocks"
+    staggered: str = "subproblems"
+    max_buckets: int = 4
 
     def __post_init__(self):
         def integer(name, low):
@@ -112,6 +127,8 @@ class MCNNMConfig:
         if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
             raise ValueError(f"MCNNMConfig.tol must be finite and > 0, got {self.tol!r}")
         checks.covariate_stage(self)
+        subproblems.check_option(self)
+        checks.at_least_one(self, "max_buckets")
 
     @property
     def mode(self) -> str:
@@ -201,7 +218,7 @@ def fixed_effects(mask: jax.Array) -> FixedEffects:
     rows = jnp.sum(m, axis=1)
     inv_count = jnp.where(rows > 0, 1.0 / jnp.maximum(rows, 1.0), 0.0)
     schur = jnp.diag(jnp.sum(m, axis=0)) - m.T @ (inv_count[:, None] * m)
-    return FixedEffects(inv_count, jnp.linalg.pinv(schur, hermitian=True))
+    return FixedEffects(inv_count, linalg.pinv_hermitian(schur))
 
 
 def fit_fixed_effects(fe: FixedEffects, mask: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -233,7 +250,7 @@ def _start(y: jax.Array, mask: jax.Array, fe: FixedEffects) -> tuple[_Iterate, j
     u, v = fit_fixed_effects(fe, mask, y)
     n_obs = jnp.maximum(jnp.sum(mask), 1).astype(y.dtype)
     resid = jnp.where(mask, y - predict(jnp.zeros_like(y), u, v), 0.0)
-    top = jnp.linalg.svd(resid, compute_uv=False)[0]
+    top = linalg.singular_values(resid)[0]
     k = min(y.shape)
     return _Iterate(jnp.zeros_like(y), u, v, jnp.zeros((k,), y.dtype)), 2.0 * top / n_obs
 
@@ -247,7 +264,7 @@ def _sweep(y, mask, n_obs, fe, lam, it: _Iterate) -> _Iterate:
     """One block coordinate descent iteration: exact (u, v), then one SVT step on L."""
     u, v = fit_fixed_effects(fe, mask, y - it.l)
     z = it.l + jnp.where(mask, y - predict(it.l, u, v), 0.0)
-    left, s, right = jnp.linalg.svd(z, full_matrices=False)
+    left, s, right = linalg.svd(z)
     s = jnp.maximum(s - lam * n_obs / 2.0, 0.0)
     return _Iterate((left * s) @ right, u, v, s)
 
@@ -396,6 +413,48 @@ def solve(key: jax.Array, y: jax.Array, mask: jax.Array, config: MCNNMConfig = M
     return _finish(*out, lmax)
 
 
+def _status(sol: Solution) -> jax.Array:
+    return jnp.where(sol.converged, jnp.int32(Status.OK), jnp.int32(Status.NOT_CONVERGED))
+
+
+def _scalars(sol: Solution) -> dict:
+    """The diagnostics whose shape does not depend on the panel's."""
+    info = {
+        "lam": sol.lam,
+        "rank": sol.rank,
+        "iterations": sol.iterations,
+        "path_length": sol.path_length,
+        "lambda_max": sol.lambda_max,
+    }
+    if sol.cv_iterations is not None:
+        info["cv_iterations"] = sol.cv_iterations
+    return info
+
+
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: MCNNMConfig, blocks=None):
+    """MC-NNM on one (padded) subproblem: ``(pred (R, C), status (), info)``.
+
+    Zero padding rows/columns have no fit cells: they add zero singular
+    values and zero fixed effects, so the fit of the others is unchanged
+    (except in CV mode, whose random folds are drawn on the padded shape).
+
+    Args:
+      key: PRNG key (CV folds only).
+      y_tilde: (R, C) adjusted outcomes, zero outside ``mask``.
+      mask: (R, C) bool fit cells.
+      config: static settings.
+      blocks: unused (any mask works).
+
+    Returns:
+      ``L + u1' + 1v'``, ``NOT_CONVERGED`` if the final fit hit ``max_iter``,
+      and scalar diagnostics ``lam``, ``rank``, ``iterations``,
+      ``path_length``, ``lambda_max`` (and ``cv_iterations``).
+    """
+    del blocks
+    sol = solve(key, y_tilde, mask, config)
+    return sol.prediction(), _status(sol), _scalars(sol)
+
+
 @functools.partial(jax.jit, static_argnames="config")
 def fit(key: jax.Array, panel: Panel, config: MCNNMConfig = MCNNMConfig()) -> Result:
     """MC-NNM on the covariate-adjusted, centred panel (as the CoDEAL paper runs it).
@@ -419,16 +478,33 @@ def fit(key: jax.Array, panel: Panel, config: MCNNMConfig = MCNNMConfig()) -> Re
     k_cov, k_cv = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, config.centering)
     sol = solve(k_cv, prep.y_tilde, prep.mask, config)
-    status = jnp.where(sol.converged, jnp.int32(Status.OK), jnp.int32(Status.NOT_CONVERGED))
-    info = {
-        **prep.info,
-        "lam": sol.lam,
-        "rank": sol.rank,
-        "iterations": sol.iterations,
-        "path_length": sol.path_length,
-        "lambda_max": sol.lambda_max,
-        "sigma": sol.sigma,
-    }
+    info = {**prep.info, **_scalars(sol), "sigma": sol.sigma}
     if sol.cv_mse is not None:
-        info.update(cv_mse=sol.cv_mse, cv_iterations=sol.cv_iterations)
-    return finalize(panel, sol.prediction(), prep.offset, status, info)
+        info["cv_mse"] = sol.cv_mse
+    return finalize(panel, sol.prediction(), prep.offset, _status(sol), info)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "design"))
+def fit_staggered(key: jax.Array, panel: Panel, config: MCNNMConfig, design: StaggeredDesign) -> Result:
+    """MC-NNM per treated block of a staggered design (the paper's Table 4b runs).
+
+    Covariate stage once on the full panel (centred by the never-treated
+    units), then one MC-NNM fit per subproblem, batched per padded shape.
+
+    Args:
+      key: PRNG key (DNN covariate stage and CV folds).
+      panel: the data, units in any order (results come back in that order).
+      config: static settings.
+      design: from :func:`codeal_jax.design.staggered_design` on ``panel.w``.
+
+    Returns:
+      ``Result``; ``info`` holds the per-subproblem scalars of :func:`impute`
+      stacked in subproblem order, and ``status`` the worst subproblem's.
+    """
+    k_cov, k_cv = jax.random.split(key)
+    return subproblems.fit_per_block(k_cov, k_cv, panel, config, design, impute)
+
+
+def dispatch(panel: Panel, config: MCNNMConfig):
+    """Host side: ``(fit_fn, config)``; per-subproblem fits on staggered designs unless ``staggered="whole"``."""
+    return subproblems.dispatch(fit, fit_staggered, panel, config)

@@ -7,6 +7,13 @@ so its only unit-specific parameters are the decoder's last linear layer.
 Masked MSE on observed untreated cells, Adam (lr 2e-3), 50 full-batch steps,
 PyTorch-default initialisation. Treated and unobserved cells are zero in the
 input during training and imputation.
+
+The unit-indexed weights (the encoder's first layer, the decoder's last) are
+drawn row by row (row i depends on the key and i only), and the first layer's
+scale uses the number of units with fit cells, so a problem padded with empty
+units trains exactly like the unpadded one. On a staggered design the paper
+trained one Single AE per treated block (``staggered="subproblems"``, the
+default; see :mod:`codeal_jax.baselines.subproblems`).
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ import optax
 
 from .. import checks
 from ..covariates import CovariateConfig, prepare
+from ..design import StaggeredDesign
 from ..estimator import finalize
-from ..nets import Params, init_mlp, mlp
+from ..nets import Params, mlp, n_params, uniform_rows
 from ..panel import Panel
 from ..result import Result, Status
 from ..train import masked_mse, train
+from . import subproblems
+from ._init import torch_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +49,11 @@ class SingleAEConfig:
       learning_rate: Adam learning rate.
       covariates: the covariate stage.
       centering: ``"blocks"``, ``"controls"`` or ``"none"``.
+      staggered: on a staggered adoption design, ``"subproblems"`` (one
+        autoencoder per treated block on its four-block subproblem, as the
+        paper ran it) or ``"whole"`` (one on all untreated cells).
+      max_buckets: with ``"subproblems"``, at most this many padded
+        subproblem shapes (each compiles once; more waste less padding).
     """
 
     latent_dim: int = 3
@@ -48,12 +63,16 @@ class SingleAEConfig:
     learning_rate: float = 2e-3
     covariates: CovariateConfig = CovariateConfig()
     centering: str = "blocks"
+    staggered: str = "subproblems"
+    max_buckets: int = 4
 
     def __post_init__(self):
         checks.at_least_one(self, "latent_dim", "steps")
         checks.widths(self, "encoder_hidden", "decoder_hidden")
         checks.positive(self, "learning_rate")
         checks.covariate_stage(self)
+        subproblems.check_option(self)
+        checks.at_least_one(self, "max_buckets")
 
     def check(self, panel: Panel) -> None:
         """Panel-dependent checks, before tracing."""
@@ -64,13 +83,45 @@ class SingleAEConfig:
             )
 
 
-def init_single_ae(key: jax.Array, n_units: int, config: SingleAEConfig) -> dict[str, Params]:
-    """Encoder N -> ... -> K and one decoder K -> ... -> N (PyTorch init)."""
-    k_enc, k_dec = jax.random.split(key)
-    return {
-        "encoder": init_mlp(k_enc, (n_units, *config.encoder_hidden, config.latent_dim)),
-        "decoder": init_mlp(k_dec, (config.latent_dim, *config.decoder_hidden, n_units)),
-    }
+def init_single_ae(key: jax.Array, n_units: int, config: SingleAEConfig, fan_in=None) -> dict[str, Params]:
+    """Encoder N -> ... -> K and one decoder K -> ... -> N (PyTorch init).
+
+    Args:
+      key: PRNG key.
+      n_units: N, the input and output width.
+      config: architecture.
+      fan_in: optional (traced) number of units really present; the first
+        layer is scaled as if its input had that width, so a problem padded
+        with empty units starts like the unpadded one. Default N.
+
+    Returns:
+      ``{"encoder": ..., "decoder": ...}`` MLP parameters. Unit i's row of the
+      first encoder layer and column of the last decoder layer (with its
+      bias) depend on ``(key, i)`` only.
+    """
+    k_units, k_rest = jax.random.split(key)
+    enc = (n_units, *config.encoder_hidden, config.latent_dim)
+    dec = (config.latent_dim, *config.decoder_hidden, n_units)
+    h_in, h_out = enc[1], dec[-2]
+    width = n_units if fan_in is None else fan_in
+    bound = 1.0 / jnp.sqrt(jnp.maximum(width, 1).astype(jnp.float32))
+    # Two draws (few random kernels compile fast): unit-indexed weights row by row, the rest flat.
+    per_unit = uniform_rows(k_units, n_units, h_in + h_out + 1)
+    enc_rest = enc[1:] if len(enc) > 2 else ()
+    dec_rest = dec[:-1] if len(dec) > 2 else ()
+    sizes = (h_in,) + tuple(n_params(x) for x in (enc_rest, dec_rest) if x)
+    flat = jax.random.uniform(k_rest, (sum(sizes),), jnp.float32, -1.0, 1.0)
+    first = (per_unit[:, :h_in] * bound, flat[:h_in] * bound)
+    pos = h_in
+    encoder, hidden = (first,), ()
+    if enc_rest:
+        encoder = (first, *torch_layers(flat[pos : pos + n_params(enc_rest)], enc_rest))
+        pos += n_params(enc_rest)
+    if dec_rest:
+        hidden = torch_layers(flat[pos:], dec_rest)
+    last = per_unit[:, h_in:] / jnp.sqrt(float(h_out))  # PyTorch bound 1/sqrt(fan_in)
+    decoder = (*hidden, (last[:, :-1].T, last[:, -1]))
+    return {"encoder": encoder, "decoder": decoder}
 
 
 def apply_single_ae(params: dict[str, Params], inputs: jax.Array) -> jax.Array:
@@ -85,6 +136,34 @@ def apply_single_ae(params: dict[str, Params], inputs: jax.Array) -> jax.Array:
     """
     latent = mlp(params["encoder"], inputs.T)  # (T, K): one sample per period
     return mlp(params["decoder"], latent).T
+
+
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: SingleAEConfig, blocks=None):
+    """Trains one Single AE on the masked cells and reconstructs: ``(pred, status, info)``.
+
+    Args:
+      key: PRNG key of the initialisation.
+      y_tilde: (R, C) adjusted outcomes, zero outside ``mask``.
+      mask: (R, C) bool fit cells; rows/columns without any (padding) get
+        zero inputs and no loss, so they change nothing for the others.
+      config: architecture and training settings.
+      blocks: unused.
+
+    Returns:
+      (R, C) reconstruction, ``NONFINITE`` if a loss was not finite, and
+      ``{"loss": (steps,)}``.
+    """
+    del blocks
+    inputs = jnp.where(mask, y_tilde, 0.0)
+    present = jnp.sum(jnp.any(mask, axis=1))
+    params = init_single_ae(key, y_tilde.shape[0], config, fan_in=present)
+
+    def loss(p):
+        return masked_mse(apply_single_ae(p, inputs), y_tilde, mask)
+
+    params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
+    status = jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE).astype(jnp.int32)
+    return apply_single_ae(params, inputs), status, {"loss": losses}
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -102,13 +181,30 @@ def fit(key: jax.Array, panel: Panel, config: SingleAEConfig = SingleAEConfig())
     """
     k_cov, k_ae = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, config.centering)
-    inputs = jnp.where(prep.mask, prep.y_tilde, 0.0)
-    params = init_single_ae(k_ae, panel.n_units, config)
+    pred, status, info = impute(k_ae, prep.y_tilde, prep.mask, config)
+    return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
 
-    def loss(p):
-        return masked_mse(apply_single_ae(p, inputs), prep.y_tilde, prep.mask)
 
-    params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
-    pred = apply_single_ae(params, inputs)
-    status = jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE)
-    return finalize(panel, pred, prep.offset, status, {**prep.info, "loss": losses})
+@functools.partial(jax.jit, static_argnames=("config", "design"))
+def fit_staggered(key: jax.Array, panel: Panel, config: SingleAEConfig, design: StaggeredDesign) -> Result:
+    """Single AE per treated block of a staggered design (the paper's Table 4b runs).
+
+    Covariate stage once on the full panel (centred by the never-treated
+    units), then one autoencoder per subproblem, trained together.
+
+    Args:
+      key: PRNG key.
+      panel: the data, units in any order (results come back in that order).
+      config: static settings.
+      design: from :func:`codeal_jax.design.staggered_design` on ``panel.w``.
+
+    Returns:
+      ``Result``; ``info["loss"]`` is (subproblems, steps).
+    """
+    k_cov, k_ae = jax.random.split(key)
+    return subproblems.fit_per_block(k_cov, k_ae, panel, config, design, impute)
+
+
+def dispatch(panel: Panel, config: SingleAEConfig):
+    """Host side: ``(fit_fn, config)``; per-subproblem fits on staggered designs unless ``staggered="whole"``."""
+    return subproblems.dispatch(fit, fit_staggered, panel, config)

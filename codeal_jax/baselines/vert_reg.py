@@ -24,6 +24,14 @@ own untreated mask (staggered designs give every unit its own set of
 pre-periods) and non-control columns are zero, which gives them zero weight
 under every penalty. Control cells that are unobserved enter as zero (the
 centred fill value), as in the autoencoders.
+
+On a staggered design the paper ran it per treated block (``staggered=
+"subproblems"``, the default): in each four-block subproblem of eq. 7 the
+treated units' pre-period outcomes are regressed on the subproblem's control
+units (groups untreated over its periods), and the fitted weights predict the
+post periods (see :mod:`codeal_jax.baselines.subproblems`). With
+``staggered="whole"`` the controls are the never-treated units and each unit
+uses all its untreated periods.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .. import checks
+from .. import checks, linalg
 from ..covariates import CovariateConfig, prepare
+from ..design import StaggeredDesign
 from ..estimator import finalize
 from ..panel import Panel
 from ..result import Result, Status
+from . import subproblems
 
 PENALTIES = ("none", "ridge", "elastic_net")
 
@@ -61,6 +71,11 @@ class VertRegConfig:
         ``lax.map`` (memory is O(batch_size * N * T) instead of O(N^2 T)).
       covariates: the covariate stage.
       centering: ``"blocks"``, ``"controls"`` or ``"none"``.
+      staggered: on a staggered design, ``"subproblems"`` (one regression per
+        treated block on its four-block subproblem, as the paper ran it) or
+        ``"whole"`` (never-treated controls, every untreated period).
+      max_buckets: with ``"subproblems"``, at most this many padded
+        subproblem shapes (each compiles once; more waste less padding).
     """
 
     penalty: str = "none"
@@ -71,6 +86,8 @@ class VertRegConfig:
     batch_size: int | None = None
     covariates: CovariateConfig = CovariateConfig()
     centering: str = "blocks"
+    staggered: str = "subproblems"
+    max_buckets: int = 4
 
     def __post_init__(self):
         if self.penalty not in PENALTIES:
@@ -84,6 +101,8 @@ class VertRegConfig:
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"VertRegConfig.batch_size must be >= 1 or None, got {self.batch_size}")
         checks.covariate_stage(self)
+        subproblems.check_option(self)
+        checks.at_least_one(self, "max_buckets")
 
 
 def _soft(x: jax.Array, thresh: jax.Array) -> jax.Array:
@@ -132,7 +151,7 @@ def fit_unit(y_i: jax.Array, m_i: jax.Array, features: jax.Array, config: VertRe
     # Centring on the unit's own rows makes the intercept exact and unpenalised.
     xc = m[:, None] * (features - x_bar)
     yc = m * (y_i - y_bar)
-    u, s, vt = jnp.linalg.svd(xc, full_matrices=False)
+    u, s, vt = linalg.svd(xc)
     converged = jnp.array(True)
     if config.penalty == "none":
         cutoff = jnp.finfo(xc.dtype).eps * max(xc.shape) * s[0]
@@ -144,6 +163,71 @@ def fit_unit(y_i: jax.Array, m_i: jax.Array, features: jax.Array, config: VertRe
         w, converged = _elastic_net(xc, yc, n, s[0], config)
     intercept = y_bar - x_bar @ w
     return intercept + features @ w, intercept, w, converged
+
+
+def _map_units(one, args, batch_size):
+    if batch_size is None:
+        return jax.vmap(one)(args)
+    return jax.lax.map(one, args, batch_size=batch_size)
+
+
+def _controls_from_mask(mask: jax.Array) -> jax.Array:
+    """(R,) bool: rows fit on every column that has a fit cell (a complete four-block mask's controls)."""
+    used = jnp.any(mask, axis=0)
+    return jnp.any(mask, axis=1) & jnp.all(mask | ~used[None, :], axis=1)
+
+
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: VertRegConfig, blocks=None):
+    """Vertical regression on one (padded) four-block subproblem.
+
+    Each treated unit's fit cells (its pre-periods in the subproblem) are
+    regressed on the control units' outcomes in the same periods (intercept,
+    ``config.penalty``); the weights then predict all its periods.
+
+    Args:
+      key: unused.
+      y_tilde: (R, C) adjusted outcomes, zero outside ``mask``.
+      mask: (R, C) bool fit cells of the subproblem.
+      config: static settings.
+      blocks: optional :class:`codeal_jax.staggered.Blocks` (units sorted):
+        controls are rows ``[0, ctrl)`` and treated rows lie in
+        ``[ctrl, ctrl + b_rows)`` with fit cells in the first ``b_cols``
+        periods, so only that slice is regressed. Without it the controls are
+        the rows fit on every column that has a fit cell (exact for a four-
+        block mask without missing cells).
+
+    Returns:
+      ``(pred (R, C), status (), info {})``: predictions on the treated rows
+      (0 on the others); status ``NOT_CONVERGED`` if an elastic net did not.
+      Zero padding adds zero feature columns and rows without fit cells, so
+      it leaves the predictions unchanged.
+    """
+    del key
+    n, t = y_tilde.shape
+    if blocks is None:
+        controls = _controls_from_mask(mask)
+        features = jnp.where(controls[None, :], y_tilde.T, 0.0)  # (C, R)
+        y_rows, m_rows, start, cols = y_tilde, mask & ~controls[:, None], 0, t
+    else:
+        a, b, cols = blocks.a_rows, blocks.b_rows, blocks.b_cols
+        features = jnp.where((jnp.arange(a) < blocks.ctrl)[None, :], y_tilde[:a].T, 0.0)  # (C, a)
+        start = jnp.clip(blocks.ctrl, 0, n - b)
+        y_rows = jax.lax.dynamic_slice_in_dim(y_tilde, start, b, axis=0)
+        m_rows = jax.lax.dynamic_slice_in_dim(mask, start, b, axis=0)
+        m_rows = m_rows & ((start + jnp.arange(b)) >= blocks.ctrl)[:, None]
+
+    def one(args):
+        y_i, m_i = args
+        _, intercept, w, converged = fit_unit(y_i[:cols], m_i[:cols], features[:cols], config)
+        return intercept + features @ w, converged
+
+    pred_rows, converged = _map_units(one, (y_rows, m_rows), config.batch_size)
+    treated = jnp.any(m_rows, axis=1)
+    status = jnp.where(jnp.all(converged | ~treated), Status.OK, Status.NOT_CONVERGED).astype(jnp.int32)
+    if blocks is None:
+        return jnp.where(treated[:, None], pred_rows, 0.0), status, {}
+    pred = jax.lax.dynamic_update_slice_in_dim(jnp.zeros_like(y_tilde), pred_rows, start, axis=0)
+    return pred, status, {}
 
 
 @functools.partial(jax.jit, static_argnames="config")
@@ -171,10 +255,7 @@ def fit(key: jax.Array, panel: Panel, config: VertRegConfig = VertRegConfig()) -
     def one(args):
         return fit_unit(args[0], args[1], features, config)
 
-    if config.batch_size is None:
-        outputs = jax.vmap(one)((prep.y_tilde, prep.mask))
-    else:
-        outputs = jax.lax.map(one, (prep.y_tilde, prep.mask), batch_size=config.batch_size)
+    outputs = _map_units(one, (prep.y_tilde, prep.mask), config.batch_size)
     pred, intercept, weights, converged = outputs
     treated = jnp.any(panel.w & panel.observed, axis=1)
     no_data = jnp.any(treated & ~jnp.any(prep.mask, axis=1))
@@ -185,3 +266,29 @@ def fit(key: jax.Array, panel: Panel, config: VertRegConfig = VertRegConfig()) -
     )
     info = {**prep.info, "intercept": intercept, "weights": weights}
     return finalize(panel, pred, prep.offset, status, info)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "design"))
+def fit_staggered(key: jax.Array, panel: Panel, config: VertRegConfig, design: StaggeredDesign) -> Result:
+    """Vertical regression per treated block of a staggered design (the paper's Table 4b runs).
+
+    Covariate stage once on the full panel (centred by the never-treated
+    units), then one regression per treated unit and subproblem, all batched.
+
+    Args:
+      key: PRNG key (used only by the DNN covariate stage).
+      panel: the data, units in any order (results come back in that order).
+      config: static settings.
+      design: from :func:`codeal_jax.design.staggered_design` on ``panel.w``.
+
+    Returns:
+      ``Result``; ``status``: ``INSUFFICIENT_DATA`` if a target unit has no fit
+      period or a target period no observed control in its subproblem,
+      ``NOT_CONVERGED`` if an elastic net did not converge.
+    """
+    return subproblems.fit_per_block(key, key, panel, config, design, impute, check_gaps=True)
+
+
+def dispatch(panel: Panel, config: VertRegConfig):
+    """Host side: ``(fit_fn, config)``; per-subproblem fits on staggered designs unless ``staggered="whole"``."""
+    return subproblems.dispatch(fit, fit_staggered, panel, config)

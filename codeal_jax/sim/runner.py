@@ -1,7 +1,9 @@
 """The Monte Carlo runner: simulate, fit every method and score, replications batched.
 
-For each chunk of replications one jit-compiled program draws the data and
-fits every method for all replications of the chunk with ``jax.vmap``; the
+For each chunk of replications one jit-compiled program draws the data and a
+second fits every method for all replications of the chunk with ``jax.vmap``
+(the fit programme depends only on the panel's shapes and treatment pattern, so
+DGPs of the same sizes share its compilation); the
 replications of a chunk are split across devices with ``jax.sharding`` (a
 ``Mesh`` over the devices). Replication j always uses the key
 ``fold_in(key, j)``, so results do not depend on the chunk size, the number of
@@ -30,8 +32,8 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from .. import api
-from .dgp import DGPConfig, draw_primitives, outcomes, simulate
+from .. import api, memory
+from .dgp import DGPConfig, draw_primitives, outcomes, simulate, treatment
 from .metrics import METRICS, evaluate
 
 SETTINGS_FILE = "settings.json"
@@ -151,38 +153,87 @@ def _key_data(key: jax.Array) -> list[int]:
     return np.asarray(key).ravel().tolist()
 
 
-@functools.lru_cache(maxsize=16)
-def _programme(dgp: DGPConfig, runs: tuple[MethodRun, ...], covariates, devices: tuple):
-    """Resolves every method once on a sample panel and builds the chunk program.
+def _structure(dgp: DGPConfig) -> tuple:
+    """What the fit programme depends on: shapes and the treatment pattern.
 
-    Cached, so repeated studies with the same settings reuse the compiled code.
+    DGPs that differ only in their generators (factor, covariate, noise, tau)
+    share one compiled fit programme.
+    """
+    return (dgp.n_units, dgp.n_periods, dgp.n_covariates, treatment(dgp).tobytes())
+
+
+def _mesh_shardings(devices: tuple):
+    mesh = Mesh(np.asarray(devices), ("reps",))
+    return NamedSharding(mesh, PartitionSpec("reps")), NamedSharding(mesh, PartitionSpec())
+
+
+@functools.lru_cache(maxsize=64)
+def _data_programme(dgp: DGPConfig, devices: tuple):
+    """``(key, idx (C,)) -> (panels, truths)``: replication j's data from ``fold_in(key, j)``."""
+    split, replicated = _mesh_shardings(devices)
+
+    def one(key, j):
+        k_data, _ = jax.random.split(jax.random.fold_in(key, j))
+        return outcomes(draw_primitives(k_data, dgp), dgp)
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)), in_shardings=(replicated, split), out_shardings=split)
+
+
+_FIT_CACHE: dict = {}
+
+
+def _fit_programme(structure: tuple, sample_dgp: DGPConfig, runs: tuple[MethodRun, ...], covariates, devices: tuple):
+    """Resolves every method once and builds ``(key, idx, panels, truths) -> metrics``.
+
+    Cached on the panel structure (not the generators: ``sample_dgp`` only
+    supplies a panel of that structure), so a table of DGPs with the same
+    sizes compiles its fits once.
+    """
+    cache_key = (structure, runs, covariates, devices)
+    if cache_key not in _FIT_CACHE:
+        if len(_FIT_CACHE) >= 16:
+            _FIT_CACHE.pop(next(iter(_FIT_CACHE)))
+        _FIT_CACHE[cache_key] = _build_fit_programme(sample_dgp, runs, covariates, devices)
+    return _FIT_CACHE[cache_key]
+
+
+def _build_fit_programme(sample_dgp: DGPConfig, runs: tuple[MethodRun, ...], covariates, devices: tuple):
+    sample, _ = simulate(jax.random.PRNGKey(0), sample_dgp)
+    fits = []
+    for run in runs:
+        fit, config = api.resolve(sample, run.method, covariates, run.config)
+        fits.append((run.label, fit, config))
+    split, replicated = _mesh_shardings(devices)
+
+    def one(key, j, panel, truth):
+        _, k_fit = jax.random.split(jax.random.fold_in(key, j))
+        # Every method sees the same fit key: common random numbers, and a
+        # method's numbers do not depend on which other methods run.
+        return {label: evaluate(panel, truth, fit(k_fit, panel, config)) for label, fit, config in fits}
+
+    fn = jax.jit(
+        jax.vmap(one, in_axes=(None, 0, 0, 0)),
+        in_shardings=(replicated, split, split, split),
+        out_shardings=split,
+    )
+    return fn, [c for _, _, c in fits]
+
+
+def _programme(dgp: DGPConfig, runs: tuple[MethodRun, ...], covariates, devices: tuple):
+    """The chunk programme: data, then fits, each compiled once and reused.
 
     Returns:
       ``(chunk_fn, resolved_configs, sharding)`` where ``chunk_fn(key, idx)``
       maps a (C,) array of replication indices to {label: {metric: (C,)}}.
     """
-    sample, _ = simulate(jax.random.PRNGKey(0), dgp)
-    fits = []
-    for run in runs:
-        fit, config = api.resolve(sample, run.method, covariates, run.config)
-        fits.append((run.label, fit, config))
+    data_fn = _data_programme(dgp, devices)
+    fit_fn, configs = _fit_programme(_structure(dgp), dgp, runs, covariates, devices)
 
-    def one(key, j):
-        k_data, k_fit = jax.random.split(jax.random.fold_in(key, j))
-        panel, truth = outcomes(draw_primitives(k_data, dgp), dgp)
-        # Every method sees the same fit key: common random numbers, and a
-        # method's numbers do not depend on which other methods run.
-        return {label: evaluate(panel, truth, fit(k_fit, panel, config)) for label, fit, config in fits}
+    def chunk_fn(key, idx):
+        panels, truths = data_fn(key, idx)
+        return fit_fn(key, idx, panels, truths)
 
-    mesh = Mesh(np.asarray(devices), ("reps",))
-    split = NamedSharding(mesh, PartitionSpec("reps"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    chunk_fn = jax.jit(
-        jax.vmap(one, in_axes=(None, 0)),
-        in_shardings=(replicated, split),
-        out_shardings=split,
-    )
-    return chunk_fn, [c for _, _, c in fits], split
+    return chunk_fn, configs, _mesh_shardings(devices)[0]
 
 
 def _settings(key, dgp, runs, configs, covariates) -> dict:
@@ -255,6 +306,60 @@ def _sorted(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return df.reset_index(drop=True)[["rep", "method", "status", *METRICS]]
 
 
+MEMORY_HEADROOM = 0.8  # share of the free memory a chunk may plan to use
+
+
+def _fit_memory(key, dgp, runs, covariates, devices: tuple, chunk: int, auto: bool) -> int:
+    """Sizes the fit programme before running it; shrinks or refuses a chunk that would not fit.
+
+    XLA's memory analysis of the compiled chunk (per device) is compared with
+    the device's free memory (the host's for CPUs). The compilation is the one
+    the study needs anyway (the call that follows reuses it).
+
+    Returns:
+      ``chunk`` when it fits (or the backend reports nothing); with ``auto`` a
+      smaller chunk that fits.
+
+    Raises:
+      ValueError: an explicit ``chunk_size`` that does not fit, or not even one
+        replication per device fits; the message says how much is needed.
+    """
+    n_dev = len(devices)
+    width = -(-chunk // n_dev) * n_dev
+    need = _chunk_bytes(key, dgp, runs, covariates, devices, width)
+    free = memory.available_bytes(devices[0])
+    if need is None or free is None:
+        return chunk
+    budget = int(free * MEMORY_HEADROOM)
+    if need <= budget:
+        return chunk
+    per_rep = -(-need // (width // n_dev))  # per device; the fixed part counted per replication: conservative
+    if not auto:
+        raise ValueError(
+            f"chunk_size={chunk} needs about {memory.format_bytes(need)} per device but "
+            f"{memory.format_bytes(budget)} is available; pass a smaller chunk_size (about "
+            f"{max(budget // per_rep, 1) * n_dev}) or leave it unset to choose one automatically"
+        )
+    return memory.choose_chunk(per_rep * n_dev, chunk, budget * n_dev, multiple_of=n_dev)
+
+
+def _chunk_bytes(key, dgp, runs, covariates, devices: tuple, width: int) -> int | None:
+    """Per-device bytes of the fit programme on a chunk of ``width`` replications."""
+    data_fn = _data_programme(dgp, devices)
+    fit_fn, _ = _fit_programme(_structure(dgp), dgp, tuple(runs), covariates, devices)
+    split, _ = _mesh_shardings(devices)
+    idx = jax.ShapeDtypeStruct((width,), np.uint32, sharding=split)
+    panels, truths = jax.eval_shape(data_fn, key, idx)
+    place = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=split)
+    try:
+        stats = fit_fn.lower(key, idx, jax.tree.map(place, panels), jax.tree.map(place, truths)).compile()
+        stats = stats.memory_analysis()
+        return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+                   - stats.alias_size_in_bytes)
+    except (NotImplementedError, AttributeError, TypeError):  # backends without the analysis
+        return None
+
+
 def run_study(
     key: jax.Array,
     dgp_config: DGPConfig,
@@ -279,8 +384,11 @@ def run_study(
       reps: number of replications.
       covariates: covariate removal for every method (``"dnn"``, ``"linear"``
         or None), as in :func:`codeal_jax.estimate`.
-      chunk_size: replications per compiled call (default min(reps, 64)),
-        rounded up to a multiple of the device count; bounds memory.
+      chunk_size: replications per compiled call, rounded up to a multiple
+        of the device count; bounds memory. Default: min(reps, 64), reduced
+        automatically when XLA's memory analysis of the compiled chunk says it
+        would not fit the free device (or host) memory; an explicit chunk that
+        would not fit is refused with the bytes it needs.
       devices: devices to shard the replications over (default: all local
         devices).
       out_dir: optional directory for resumable results: ``settings.json`` and
@@ -306,13 +414,14 @@ def run_study(
     if not devices:
         raise ValueError("devices is empty")
     n_dev = len(devices)
-    if chunk_size is None:
-        chunk_size = min(reps, DEFAULT_CHUNK)
-    if int(chunk_size) < 1:
+    if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    width = -(-int(chunk_size) // n_dev) * n_dev  # padded chunk: a multiple of the device count
 
     chunk_fn, configs, split = _programme(dgp_config, tuple(runs), covariates, devices)
+    auto = chunk_size is None
+    chunk_size = min(reps, DEFAULT_CHUNK) if auto else int(chunk_size)
+    chunk_size = _fit_memory(key, dgp_config, runs, covariates, devices, chunk_size, auto)
+    width = -(-chunk_size // n_dev) * n_dev  # padded chunk: a multiple of the device count
     labels = [r.label for r in runs]
     settings = _settings(key, dgp_config, runs, configs, covariates)
 

@@ -1,0 +1,101 @@
+"""The benchmark suite (benchmarks/run_all.py): one tiny workload end to end, the table's arithmetic, --only errors."""
+
+import csv
+import importlib.util
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+
+import run_all  # noqa: E402
+
+WORKLOAD = "mc_nnm_fixed_c2"  # cheapest to compile; exercises the analytic FLOPs and the peer column
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    rows = run_all.main(["--tiny", "--only", WORKLOAD, "--repeats", "2", "--tag", "test", "--results-dir", str(out)])
+    with open(out / "suite_test.csv") as f:
+        table = list(csv.DictReader(f))
+    with open(out / "suite_test.md") as f:
+        md = f.read()
+    return rows, table, md
+
+
+def test_csv_columns_and_one_row(tiny_run):
+    import suite
+
+    _, table, _ = tiny_run
+    assert list(table[0].keys()) == suite.COLUMNS
+    for col in ("workload", "shape", "median_s", "compile_s", "flops", "gflops", "ratio_to_matmul", "mem_bytes",
+                "peer", "speedup", "tag"):
+        assert col in table[0]
+    assert [r["workload"] for r in table] == [WORKLOAD]
+    row = table[0]
+    assert row["tag"] == "test"
+    assert row["shape"].startswith("N=20 T=12")
+    assert float(row["median_s"]) > 0 and float(row["compile_s"]) > 0 and int(row["runs"]) == 2
+    assert row["flop_source"] == "analytic" and float(row["flops"]) > 0
+    assert int(row["mem_bytes"]) > 0
+
+
+def test_rates_are_flops_over_time_and_matmul(tiny_run):
+    _, table, _ = tiny_run
+    row = table[0]
+    gflops = float(row["flops"]) / float(row["median_s"]) / 1e9
+    assert float(row["gflops"]) == pytest.approx(gflops, rel=1e-9)
+    assert float(row["ratio_to_matmul"]) == pytest.approx(gflops / float(row["matmul_gflops"]), rel=1e-9)
+    assert float(row["matmul_gflops"]) > 0
+
+
+def test_peer_column(tiny_run):
+    _, table, _ = tiny_run
+    row = table[0]
+    if importlib.util.find_spec("causaltensor") is None:
+        assert row["peer"] == "causaltensor" and "peer: not installed" in row["notes"]
+        assert row["peer_s"] == "" and row["speedup"] == ""
+    else:
+        assert float(row["speedup"]) == pytest.approx(float(row["peer_s"]) / float(row["median_s"]), rel=1e-9)
+
+
+def test_markdown_table(tiny_run):
+    _, _, md = tiny_run
+    assert md.startswith("### Benchmark suite (test, tiny (test) mode)")
+    assert "GFLOP/s**" in md  # the matmul rate in the header
+    header = next(line for line in md.splitlines() if line.startswith("| workload"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[:9] == ["workload", "shape", "median s", "runs", "compile s", "GFLOP", "FLOP source", "GFLOP/s",
+                         "x matmul"]
+    assert "peak MiB" in cells and "speed-up" in cells
+    assert any(line.startswith(f"| {WORKLOAD} |") for line in md.splitlines())
+
+
+def test_analytic_flops_formulas():
+    import _timing as tm
+
+    from codeal_jax import CodealConfig, CovariateConfig
+
+    cfg = CodealConfig(latent_dim=2, encoder_hidden=(4,), decoder_hidden=(3,), steps=5)
+    # encoder 6 -> 4 -> 2 per period (8 periods); decoder 2 -> 3 -> 1 per cell.
+    enc, dec = 8 * 2 * (6 * 4 + 4 * 2), 2 * (2 * 3 + 3 * 1)
+    assert tm.ae_flops(6, 8, cfg, train_cells=30) == (enc + dec * 30) * 3 * 5 + enc + dec * 48
+    cov = CovariateConfig(hidden=7, steps=3)
+    assert tm.cov_flops(6, 8, 2, cov) == 6 * 8 * 2 * (2 * 7 + 7) * (3 * 3 + 1)
+    assert tm.cov_flops(6, 8, 0, cov) == 0.0
+    assert tm.svd_flops(10, 4) == tm.svd_flops(4, 10) == 6 * 10 * 16 + 20 * 64
+
+
+@pytest.mark.parametrize("only, message", [("no_such_workload", "matches no workload"),
+                                           ("spectral_10000", "only with --full")])
+def test_only_errors_clearly(only, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_all.main(["--tiny", "--only", only, "--results-dir", "/nonexistent"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and only in err
+    if message == "matches no workload":
+        assert "codeal_c2" in err  # lists the valid names

@@ -1,0 +1,305 @@
+"""Tests of benchmarks/published.csv (the paper's Tables 2-4b) and benchmarks/paper_tables.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "paper_tables.py")
+CSV = os.path.join(REPO, "benchmarks", "published.csv")
+REFERENCE_CANDIDATES = [
+    os.environ.get("CODEAL_REFERENCE", ""),
+    os.path.join(REPO, "shared", "reference", "codeal_paper.md"),
+    os.path.join(os.path.dirname(REPO), "shared", "reference", "codeal_paper.md"),
+]
+REFERENCE = next((p for p in REFERENCE_CANDIDATES if p and os.path.exists(p)), None)
+
+METHOD_NAMES = {
+    "CoDEAL": "codeal",
+    "Single AE": "single_ae",
+    "AEMC-NE": "aemc_ne",
+    "DiD": "did",
+    "Vert-Reg": "vert_reg",
+    "MC-NNM": "mc_nnm",
+}
+COVARIATE_NAMES = {
+    "No covariate": "none",
+    "Matrix Linear": "matrix_linear",
+    "Vector Linear": "vector_linear",
+    "tanh": "tanh",
+    "log": "log",
+    "poly": "poly",
+    "ReLU": "relu",
+}
+FACTOR_NAMES = {"Linear": "linear", "Sine": "sine", "Polynomial": "polynomial", "ReLU MLP": "relu_mlp"}
+KEY = ["table", "config", "factor", "covariate", "removal", "r", "method", "metric"]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("paper_tables", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+pt = _load_script()
+
+
+@pytest.fixture(scope="module")
+def published():
+    df = pd.read_csv(CSV, dtype={"table": str})
+    df["r"] = df["r"].fillna(0).astype(int)
+    return df
+
+
+# ---------------------------------------------------------------- the transcription
+
+
+def test_row_counts_and_keys(published):
+    assert list(published.columns) == ["table", "config", "factor", "covariate", "removal", "r", "method", "metric", "mean", "se"]
+    counts = published["table"].value_counts().to_dict()
+    # Tables 2-3: 7 covariate rows x 6 methods x 4 column blocks x 2 metrics; 4a/4b: 4 factors x 6 x 4 x 2.
+    assert counts == {"2": 336, "3": 336, "4a": 192, "4b": 192}
+    assert not published.duplicated(KEY).any()
+    assert set(published["method"]) == set(METHOD_NAMES.values())
+    assert set(published["metric"]) == {"cf_mae", "cf_mse"}
+    assert (published["se"] > 0).all() and (published["mean"] > 0).all()
+    t4b = published[published["table"] == "4b"]
+    assert set(zip(t4b["config"], t4b["r"])) == {(3, 5), (3, 10), (4, 5), (4, 10)}
+    assert set(t4b["covariate"]) == {"none"}
+    t4a = published[published["table"] == "4a"]
+    assert set(t4a["covariate"]) == {"matrix_linear", "tanh"} and set(t4a["removal"]) == {"dnn"}
+    assert set(t4a["factor"]) == set(FACTOR_NAMES.values())
+    for t, cfg in (("2", 1), ("3", 2)):
+        sub = published[published["table"] == t]
+        assert set(sub["config"]) == {cfg}
+        assert set(sub["covariate"]) == set(COVARIATE_NAMES.values())
+        assert set(sub["removal"]) == {"linear", "dnn"} and set(sub["factor"]) == {"linear", "sine"}
+
+
+def _value(df, **kw):
+    sel = np.ones(len(df), bool)
+    for k, v in kw.items():
+        sel &= (df[k] == v).to_numpy()
+    row = df[sel]
+    assert len(row) == 1, kw
+    return float(row["mean"].iloc[0]), float(row["se"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        # Typed by hand from the paper, independent of any parser.
+        (dict(table="2", covariate="none", method="codeal", factor="linear", removal="linear", metric="cf_mae"), (0.560, 0.009)),
+        (dict(table="2", covariate="tanh", method="aemc_ne", factor="linear", removal="dnn", metric="cf_mae"), (0.862, 0.009)),
+        (dict(table="2", covariate="log", method="vert_reg", factor="sine", removal="linear", metric="cf_mse"), (4.054, 0.077)),
+        (dict(table="3", covariate="relu", method="mc_nnm", factor="sine", removal="dnn", metric="cf_mse"), (2.149, 0.036)),
+        (dict(table="3", covariate="vector_linear", method="did", factor="linear", removal="linear", metric="cf_mse"), (1.093, 0.023)),
+        (dict(table="4a", config=2, covariate="matrix_linear", factor="polynomial", method="mc_nnm", metric="cf_mse"), (1.654, 0.07)),
+        (dict(table="4a", config=1, covariate="tanh", factor="relu_mlp", method="single_ae", metric="cf_mae"), (1.026, 0.011)),
+        (dict(table="4b", config=3, r=10, factor="relu_mlp", method="vert_reg", metric="cf_mse"), (10.387, 6.292)),
+        (dict(table="4b", config=4, r=5, factor="sine", method="codeal", metric="cf_mae"), (0.850, 0.007)),
+    ],
+)
+def test_spot_values(published, where, expected):
+    assert _value(published, **where) == pytest.approx(expected, abs=1e-9)
+
+
+def test_internal_consistency(published):
+    """Facts of the paper: No-covariate rows equal under both removals; 4a's Linear rows equal Tables 2-3."""
+    for t in ("2", "3"):
+        none = published[(published["table"] == t) & (published["covariate"] == "none")]
+        a = none[none["removal"] == "linear"].drop(columns="removal").reset_index(drop=True)
+        b = none[none["removal"] == "dnn"].drop(columns="removal").reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b)
+    t4a = published[(published["table"] == "4a") & (published["factor"] == "linear")]
+    for _, row in t4a.iterrows():
+        t = "2" if row["config"] == 1 else "3"
+        got = _value(published, table=t, covariate=row["covariate"], factor="linear", removal="dnn",
+                     method=row["method"], metric=row["metric"])
+        assert got == (row["mean"], row["se"]), dict(row)
+
+
+def _parse_reference(path) -> pd.DataFrame:
+    """Every number of the reference's section 9 tables, in the CSV's long form."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    section = text[text.index("## 9. Results tables") : text.index("## 10.")]
+    blocks = {
+        "2": [("linear", "linear", 1, 0), ("dnn", "linear", 1, 0), ("linear", "sine", 1, 0), ("dnn", "sine", 1, 0)],
+        "3": [("linear", "linear", 2, 0), ("dnn", "linear", 2, 0), ("linear", "sine", 2, 0), ("dnn", "sine", 2, 0)],
+        "4a": [("dnn", "matrix_linear", 1, 0), ("dnn", "tanh", 1, 0), ("dnn", "matrix_linear", 2, 0), ("dnn", "tanh", 2, 0)],
+        "4b": [("none", None, 3, 5), ("none", None, 3, 10), ("none", None, 4, 5), ("none", None, 4, 10)],
+    }
+    rows = []
+    for table, cols in blocks.items():
+        m = re.search(r"\*\*Table " + table + r" [^\n]*\*\*\n\n(.*?)\n\n", section, re.DOTALL)
+        assert m, f"table {table} not found in the reference"
+        lines = m.group(1).splitlines()[2:]
+        for line in lines:
+            fields = [f.strip() for f in line.strip().strip("|").split("|")]
+            assert len(fields) == 10, line
+            method = METHOD_NAMES[fields[1]]
+            for j, (removal, second, config, r) in enumerate(cols):
+                if table in ("2", "3"):
+                    covariate, factor = COVARIATE_NAMES[fields[0]], second
+                elif table == "4a":
+                    covariate, factor = second, FACTOR_NAMES[fields[0]]
+                else:
+                    covariate, factor = "none", FACTOR_NAMES[fields[0]]
+                for k, metric in enumerate(("cf_mae", "cf_mse")):
+                    num = re.fullmatch(r"([0-9.]+)\s*\(([0-9.]+)\)", fields[2 + 2 * j + k])
+                    assert num, fields[2 + 2 * j + k]
+                    rows.append(
+                        dict(table=table, config=config, factor=factor, covariate=covariate, removal=removal, r=r,
+                             method=method, metric=metric, mean=float(num.group(1)), se=float(num.group(2)))
+                    )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.skipif(REFERENCE is None, reason="reference/codeal_paper.md not available (set CODEAL_REFERENCE)")
+def test_every_value_matches_reference(published):
+    ref = _parse_reference(REFERENCE)
+    assert len(ref) == len(published)
+    merged = published.merge(ref, on=KEY, how="outer", suffixes=("_csv", "_ref"), indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][KEY]
+    bad = merged[(merged["mean_csv"] != merged["mean_ref"]) | (merged["se_csv"] != merged["se_ref"])]
+    assert bad.empty, bad
+
+
+# ---------------------------------------------------------------- the script's pieces
+
+
+def test_z_score_and_cells():
+    assert pt.z_score(1.0, 0.03, 0.9, 0.04) == pytest.approx(0.1 / 0.05)
+    assert np.isnan(pt.z_score(1.0, float("nan"), 0.9, 0.04))
+    pub = pt.load_published()
+    cells = {pt.cell_of(r).slug for _, r in pub.iterrows()}
+    # 2 factors x (6 covariates x 2 removals + 1 no-covariate) per Config 1-2 for Tables 2-3, plus 4a's
+    # polynomial/ReLU-MLP cells (2 x 2 x 2), plus 16 staggered cells.
+    assert len(cells) == 2 * 2 * 13 + 8 + 16
+    assert "c1-linear-none-none" in cells and "c1-linear-none-dnn" not in cells
+    assert "c3r10-relu_mlp-none-none" in cells
+    dgp = pt.Cell(3, "sine", "none", "none", 10).dgp()
+    assert (dgp.n_units, dgp.n_periods, dgp.rank, dgp.n_groups, dgp.design) == (100, 120, 4, 10, "staggered")
+    dgp = pt.Cell(2, "linear", "tanh", "dnn").dgp()
+    assert (dgp.n_units, dgp.n_periods, dgp.n1, dgp.t1, dgp.n_covariates, dgp.rank) == (200, 120, 100, 60, 5, 3)
+    quick = pt.Cell(1, "linear", "tanh", "dnn").dgp(quick=True)
+    assert (quick.n_units, quick.n_periods, quick.n1, quick.t1) == (20, 20, 10, 10)
+
+
+def test_unavailable_method_is_na():
+    """A method that cannot run on a design leaves its rows "n/a" and out of the |z| counts."""
+    pub = pt.load_published()
+    cell = pt.Cell(4, "sine", "none", "none", 10)
+    nums = {"cf_mae": 1.1, "cf_mae_se": 0.01, "cf_mse": 2.2, "cf_mse_se": 0.03, "reps": 50, "failures": 2}
+    done = {cell.slug: pt.CellResult(cell, {"did": nums}, {"vert_reg": "no"}, 1.0, ["m"], False)}
+    frame = pt.table_frame("4b", pub, done, ["did", "vert_reg"])
+    assert len(frame) == 4
+    did = frame[(frame["method"] == "did") & (frame["metric"] == "cf_mae")].iloc[0]
+    assert did["z"] == pytest.approx((1.1 - 1.088) / np.hypot(0.01, 0.009))
+    lines = pt.markdown_table(frame)
+    assert len(lines) == 4
+    assert "| 4 | 10 | sine | none | none | did | 1.100 (0.010) [2 failed] | 1.088 (0.009) | +0.89 |" in lines[2]
+    assert lines[3].count("n/a") == 4 and "| vert_reg |" in lines[3]
+    assert any("in 2 of 2" in line for line in pt.z_summary(frame))
+
+
+def test_bad_arguments_rejected():
+    for argv in (["--tables", "5"], ["--methods", "codeal,foo"], ["--reps", "0"]):
+        with pytest.raises(SystemExit):
+            pt.parse_args(argv)
+
+
+# ---------------------------------------------------------------- end to end (--quick)
+
+CELLS = "c1-linear-none-none,c3r5-linear-none-none"
+# DiD only: compilation dominates on the shared CPU and the cells, not the methods, are under test.
+ARGS = ["--quick", "--tables", "2,4b", "--cells", CELLS, "--methods", "did", "--reps", "3"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper_runs")
+    results = out / "res"
+    cmd = [sys.executable, SCRIPT, *ARGS, "--out", str(out), "--results", str(results)]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return out, results, first, second
+
+
+def _md_rows(path):
+    with open(path) as fh:
+        lines = [l for l in fh.read().splitlines() if l.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in l.strip().strip("|").split("|")))) for l in lines[1:]]
+    return header, rows
+
+
+def _mean_se(text):
+    m = re.fullmatch(r"([0-9.]+) \(([0-9.]+)\)", text)
+    assert m, text
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_quick_fragments(quick_run):
+    out, results, first, second = quick_run
+    assert "ran" in first.stderr and "read back from disk" in second.stderr
+    pub = pd.read_csv(CSV, dtype={"table": str})
+    for table, n_rows in (("2", 2), ("4b", 1)):
+        path = results / f"paper_table_{table}.md"
+        text = path.read_text()
+        assert "Command: `python benchmarks/paper_tables.py --quick" in text
+        assert "Fit time of this table's cells:" in text and "Machine:" in text
+        assert re.search(r"\|z\| < 2 in \d+ of \d+", text) and re.search(r"\|z\| < 3 in \d+ of \d+", text)
+        header, rows = _md_rows(path)
+        assert header == ["config", "r", "factor", "covariate", "removal", "method",
+                          "MAE ours", "MAE paper", "MAE z", "MSE ours", "MSE paper", "MSE z"]
+        assert len(rows) == n_rows
+        for row in rows:
+            for metric, label in (("cf_mae", "MAE"), ("cf_mse", "MSE")):
+                ours, ours_se = _mean_se(row[f"{label} ours"])
+                sel = (pub["table"] == table) & (pub["method"] == row["method"]) & (pub["metric"] == metric)
+                sel &= (pub["factor"] == row["factor"]) & (pub["covariate"] == row["covariate"])
+                sel &= (pub["removal"] == row["removal"]) & (pub["config"] == int(row["config"]))
+                sel &= pub["r"].fillna(0).astype(int) == (0 if row["r"] == "-" else int(row["r"]))
+                p = pub[sel]
+                assert len(p) == 1
+                pm, ps = float(p["mean"].iloc[0]), float(p["se"].iloc[0])
+                assert _mean_se(row[f"{label} paper"]) == pytest.approx((pm, ps))
+                # z from the printed (3-decimal) numbers: bracket the rounding, then compare with the printed z.
+                corners = [
+                    (ours + a - pm) / np.sqrt((ours_se + b) ** 2 + ps**2)
+                    for a, b in itertools.product((-5e-4, 5e-4), (-5e-4, 5e-4))
+                ]
+                z = float(row[f"{label} z"])
+                assert min(corners) - 0.005 <= z <= max(corners) + 0.005, (row, metric)
+        frame = pd.read_csv(results / f"paper_table_{table}.csv", dtype={"table": str})
+        assert len(frame) == 2 * n_rows and frame["available"].all()
+        assert (frame["reps"] == 3).all()
+        expected = (frame["mean"] - frame["pub_mean"]) / np.sqrt(frame["se"] ** 2 + frame["pub_se"] ** 2)
+        np.testing.assert_allclose(frame["z"], expected, rtol=1e-12)
+    # The No-covariate study serves both removal columns of Table 2: identical numbers.
+    _, rows = _md_rows(results / "paper_table_2.md")
+    for method in ("did",):
+        pair = [r for r in rows if r["method"] == method]
+        assert {r["removal"] for r in pair} == {"linear", "dnn"}
+        assert pair[0]["MAE ours"] == pair[1]["MAE ours"] and pair[0]["MSE ours"] == pair[1]["MSE ours"]
+    # One study directory per cell, resumable (settings.json + chunk CSVs) and a fit-time record.
+    runs = sorted(p.name for p in (out / "quick").iterdir() if p.is_dir())
+    assert runs == ["c1-linear-none-none_s0_did", "c3r5-linear-none-none_s0_did"]
+    for name in ("c1-linear-none-none_s0_did", "c3r5-linear-none-none_s0_did"):
+        assert (out / "quick" / name / "settings.json").exists()
+        assert (out / "quick" / f"{name}.timing.json").exists()
