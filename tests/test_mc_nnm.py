@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 import jax
 import jax.numpy as jnp
@@ -172,20 +174,23 @@ def block_panel():
     return y0, w, Panel.from_arrays(y, w)
 
 
-def test_suggested_rank_rule_returns_rank_k(block_panel):
+@pytest.mark.parametrize("rule", ["first_at_least", "last_at_most"])
+def test_suggested_rank_rule_returns_rank_k(block_panel, rule):
     _, _, panel = block_panel
-    res = fit(jax.random.key(0), panel, RANK2)
+    res = fit(jax.random.key(0), panel, dataclasses.replace(RANK2, rank_rule=rule))
     assert int(res.info["rank"]) == 2
     assert int(res.status) == Status.OK
     lam, lmax = float(res.info["lam"]), float(res.info["lambda_max"])
     assert 0 < lam < lmax
-    # The rule stops at the first grid value with rank >= K: the grid value above has rank < K.
     grid = lmax * np.append(np.logspace(0, -3, RANK2.n_lambda - 1), 0.0)
     k = int(np.argmin(np.abs(grid - lam)))
-    assert k >= 1 and np.isclose(grid[k], lam, rtol=1e-5)
+    assert 1 <= k < len(grid) - 1 and np.isclose(grid[k], lam, rtol=1e-5)
     mask = np.asarray(panel.observed & ~panel.w)
-    above = solve_lambda(jnp.where(mask, panel.y, 0), jnp.asarray(mask), grid[k - 1], TIGHT)
-    assert int(above.rank) < 2
+    y = jnp.where(mask, panel.y, 0)
+    if rule == "first_at_least":  # the first grid value with rank >= K: the one above has rank < K
+        assert int(solve_lambda(y, jnp.asarray(mask), grid[k - 1], TIGHT).rank) < 2
+    else:  # the last grid value with rank <= K: the one below has rank > K
+        assert int(solve_lambda(y, jnp.asarray(mask), grid[k + 1], TIGHT).rank) > 2
 
 
 def test_cv_ignores_treated_cells(block_panel):

@@ -309,19 +309,12 @@ def test_bad_staggered_options_raise(cls):
     assert cls().staggered == "subproblems"
 
 
-MC_NNM_GAP = (
-    "MC-NNM with the library's suggested-rank rule (first lambda with rank(L) >= K) gave cf_mae 0.739 "
-    "(SE 0.017, 8 reps) vs 0.599: the same gap appears on four-block Config 1 (0.671 vs 0.580), so it "
-    "is in the rank rule / solver, not in the per-block machinery (DiD matches)"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "method, config, paper_mae, paper_se",
     [
         ("did", did.DiDConfig(), 0.801, 0.011),
-        pytest.param("mc_nnm", mc_nnm.MCNNMConfig(rank=4), 0.599, 0.007, marks=pytest.mark.xfail(reason=MC_NNM_GAP)),
+        ("mc_nnm", mc_nnm.MCNNMConfig(rank=4), 0.599, 0.007),
     ],
 )
 def test_config3_per_block_matches_paper_table4b(method, config, paper_mae, paper_se):
