@@ -26,9 +26,8 @@ import jax.numpy as jnp
 import optax
 
 from .. import checks
-from ..covariates import CovariateConfig, prepare
+from ..covariates import CovariateConfig
 from ..design import StaggeredDesign
-from ..estimator import finalize
 from ..nets import Params, mlp, n_params, uniform_rows
 from ..panel import Panel
 from ..result import Result, Status
@@ -179,10 +178,7 @@ def fit(key: jax.Array, panel: Panel, config: SingleAEConfig = SingleAEConfig())
       ``Result`` with ``info`` holding ``loss`` (steps,), ``mu0`` and, when the
       DNN covariate stage ran, ``covariate_loss``.
     """
-    k_cov, k_ae = jax.random.split(key)
-    prep = prepare(k_cov, panel, config.covariates, config.centering)
-    pred, status, info = impute(k_ae, prep.y_tilde, prep.mask, config)
-    return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
+    return subproblems.fit_whole(key, panel, config, impute)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "design"))

@@ -104,6 +104,25 @@ def target_gaps(panel: Panel, design: StaggeredDesign) -> jax.Array:
     return gap
 
 
+def fit_whole(key: jax.Array, panel: Panel, config, impute: Callable, centering: str | None = None) -> Result:
+    """Covariate stage, then ``impute`` on all fit cells of the panel at once.
+
+    The whole-panel ``fit`` of the network methods: the key splits into the
+    covariate stage's and the imputation's.
+
+    Args:
+      key: PRNG key.
+      panel: the data.
+      config: the module's static config (``covariates``, ``centering``).
+      impute: the module's imputation ``(key, y_tilde, mask, config) -> (pred, status, info)``.
+      centering: overrides ``config.centering`` (e.g. CoDEAL's resolved ``"auto"``).
+    """
+    k_cov, k_fit = jax.random.split(key)
+    prep = prepare(k_cov, panel, config.covariates, centering or config.centering)
+    pred, status, info = impute(k_fit, prep.y_tilde, prep.mask, config)
+    return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
+
+
 def fit_per_block(
     k_cov: jax.Array,
     k_fit: jax.Array,
