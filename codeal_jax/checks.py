@@ -21,14 +21,19 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def at_least_one(cfg, *fields: str) -> None:
-    """Integer fields that must be >= 1 (sizes, steps)."""
+def at_least(cfg, low: int, *fields: str) -> None:
+    """Integer fields that must be >= ``low``."""
     for f in fields:
         value = getattr(cfg, f)
         if not _is_int(value):
-            raise ValueError(f"{_name(cfg, f)} must be an integer >= 1, got {value!r} ({type(value).__name__})")
-        if value < 1:
-            raise ValueError(f"{_name(cfg, f)} must be >= 1, got {value}")
+            raise ValueError(f"{_name(cfg, f)} must be an integer >= {low}, got {value!r} ({type(value).__name__})")
+        if value < low:
+            raise ValueError(f"{_name(cfg, f)} must be >= {low}, got {value}")
+
+
+def at_least_one(cfg, *fields: str) -> None:
+    """Integer fields that must be >= 1 (sizes, steps)."""
+    at_least(cfg, 1, *fields)
 
 
 def positive(cfg, *fields: str) -> None:

@@ -111,11 +111,6 @@ class MCNNMConfig:
     max_buckets: int = 4
 
     def __post_init__(self):
-        def integer(name, low):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"MCNNMConfig.{name} must be an integer >= {low}, got {value!r}")
-
         if self.lam is not None:
             if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)):
                 raise ValueError(f"MCNNMConfig.lam must be a number or None, got {self.lam!r}")
@@ -123,16 +118,15 @@ class MCNNMConfig:
                 raise ValueError(f"MCNNMConfig.lam must be finite and >= 0, got {self.lam!r}")
             object.__setattr__(self, "lam", float(self.lam))
         if self.rank is not None:
-            integer("rank", 1)
+            checks.at_least_one(self, "rank")
         if self.rank_rule not in RANK_RULES:
             raise ValueError(f"MCNNMConfig.rank_rule must be one of {RANK_RULES}, got {self.rank_rule!r}")
         if not isinstance(self.cv, bool):
             raise ValueError(f"MCNNMConfig.cv must be True or False, got {self.cv!r}")
         if self.lam is None and not self.cv and self.rank is None:
             raise ValueError("MCNNMConfig needs a lambda rule: set lam, cv=True or rank")
-        integer("n_lambda", 2)
-        integer("n_folds", 1)
-        integer("max_iter", 1)
+        checks.at_least(self, 2, "n_lambda")
+        checks.at_least_one(self, "n_folds", "max_iter")
         if not (isinstance(self.cv_ratio, (int, float)) and 0 < self.cv_ratio < 1):
             raise ValueError(f"MCNNMConfig.cv_ratio must lie in (0, 1), got {self.cv_ratio!r}")
         if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
