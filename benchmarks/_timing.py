@@ -44,11 +44,30 @@ def matmul_gflops(n: int = 2000, repeats: int = 7) -> float:
     return 2 * n**3 / med / 1e9
 
 
+def batched_matmul_gflops(units: int = 200, rows: int = 120, width: int = 64, repeats: int = 7) -> float:
+    """float32 GFLOP/s of CoDEAL's decoder layer shape, measured now.
+
+    One (rows, width) @ (width, width) product per unit, batched over
+    ``units`` (Config 2: 200 decoders, 120 periods, 64 hidden): the shape that
+    holds most of CoDEAL's FLOPs. Small per-unit products run well below a
+    large matmul's rate on CPUs, so this is the realistic floor for the
+    autoencoder stage.
+    """
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.normal(size=(units, rows, width)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(units, width, width)), jnp.float32)
+    f = jax.jit(lambda a, b: jnp.einsum("nth,nhk->ntk", a, b))
+    _, med, _ = time_call(f, h, w, repeats=repeats)
+    return 2 * units * rows * width * width / med / 1e9
+
+
 def machine() -> str:
     """One line describing where the numbers were taken."""
     dev = jax.devices()[0]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{dev.platform}:{dev.device_kind}, {cpus} CPU cores usable, {platform.processor() or platform.machine()}, jax {jax.__version__}"
+    flags = os.environ.get("XLA_FLAGS", "").strip()
+    return (f"{dev.platform}:{dev.device_kind}, {cpus} CPU cores usable, {platform.processor() or platform.machine()}, "
+            f"jax {jax.__version__}" + (f", XLA_FLAGS `{flags}`" if flags else ""))
 
 
 def write_markdown(path: str, title: str, lines: list[str]) -> None:

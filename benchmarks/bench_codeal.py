@@ -115,6 +115,9 @@ def bench_staggered(repeats, four_block_s=None):
 
 
 def main(argv=None):
+    from codeal_jax.xla_flags import tune_cpu
+
+    tune_cpu()  # measured CPU compiler settings, before JAX starts its backend
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", default="all", choices=["four_block", "staggered", "all"])
     ap.add_argument("--repeats", type=int, default=5)

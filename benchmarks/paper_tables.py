@@ -531,6 +531,9 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    from codeal_jax.xla_flags import tune_cpu
+
+    tune_cpu()  # measured CPU compiler settings, before JAX starts its backend
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     command = " ".join(["python", "benchmarks/paper_tables.py", *map(shlex.quote, argv)])

@@ -103,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    from codeal_jax.xla_flags import tune_cpu
+
+    tune_cpu()  # measured CPU compiler settings, before JAX starts its backend
     ap = parser()
     args = ap.parse_args(argv)
     if args.assemble:
@@ -140,6 +143,7 @@ def main(argv=None):
         tiny=args.tiny,
         tag=args.tag or jax.devices()[0].platform,
         matmul_gflops=0.0,
+        bmm_gflops=0.0,
         study_reps=args.study_reps or (2 if args.tiny else 50 if full else 4),
         study_chunk=args.study_chunk or (None if accel else 10),
         spectral_max_s=args.spectral_max_seconds,
@@ -147,7 +151,9 @@ def main(argv=None):
     )
     n_mat = args.matmul_n or (256 if args.tiny else 8192 if accel else 2000)
     ctx.matmul_gflops = tm.matmul_gflops(n=n_mat)
-    print(f"float32 {n_mat}x{n_mat} matmul: {ctx.matmul_gflops:.1f} GFLOP/s; {tm.machine()}", flush=True)
+    ctx.bmm_gflops = tm.batched_matmul_gflops(units=8, rows=12, width=16) if args.tiny else tm.batched_matmul_gflops()
+    print(f"float32 {n_mat}x{n_mat} matmul: {ctx.matmul_gflops:.1f} GFLOP/s; decoder-shaped batched matmul: "
+          f"{ctx.bmm_gflops:.1f} GFLOP/s; {tm.machine()}", flush=True)
     t0 = time.perf_counter()
     rows = suite.run(ctx, workloads)
     elapsed = time.perf_counter() - t0

@@ -21,5 +21,6 @@ from .baselines.mc_nnm import MCNNMConfig as MCNNMConfig
 from .baselines.single_ae import SingleAEConfig as SingleAEConfig
 from .baselines.vert_reg import VertRegConfig as VertRegConfig
 from .result import Status as Status
+from .xla_flags import tune_cpu as tune_cpu
 
 __version__ = "0.1.0"

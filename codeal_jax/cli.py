@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+from .xla_flags import tune_cpu
+
 PAPER_METHODS = ("codeal", "single_ae", "aemc_ne", "did", "vert_reg", "mc_nnm")
 
 
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_cpu()  # before the first computation creates JAX's backend
     try:
         return args.run(args)
     except (ValueError, KeyError, OSError) as e:

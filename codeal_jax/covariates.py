@@ -107,7 +107,11 @@ def dnn_effects(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Array, con
     The T networks share their input X, so the first layers of all of them are
     one (N, P) @ (P, T*H) matmul and the rest is element-wise on an (N, T*H)
     array: one pass of simple fused loops per step instead of T small
-    networks (measured about 30% faster than vmapping the networks).
+    networks (measured about 30% faster than vmapping the networks). The
+    output layer is a multiply and a sum over the hidden axis, not an einsum:
+    as a batched dot over periods XLA transposed the (N, T, H) activations
+    twice per step (measured 25-35% slower on a 2-core CPU, see
+    ``benchmarks/README.md``).
 
     Args:
       key: PRNG key.
@@ -131,7 +135,7 @@ def dnn_effects(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Array, con
     def predict(ps):
         w1f, b1f, w2, b2 = ps
         hidden = jax.nn.relu(x @ w1f + b1f).reshape(n, t, h)
-        return jnp.einsum("nth,th->nt", hidden, w2) + b2
+        return jnp.sum(hidden * w2, axis=-1) + b2
 
     def loss(ps):
         r = predict(ps) - y

@@ -504,3 +504,39 @@ def test_available_bytes_device_and_host():
         if host is not None:  # other processes move it a little between the two reads
             assert abs(got - host) < 0.25 * host + 2**28
     assert memory.format_bytes(512) == "512 B" and memory.format_bytes(1536) == "1.5 KiB"
+
+
+# ----------------------------------------------------------------------------- CPU compiler flags
+
+
+def test_tune_cpu_flags_respect_version_user_and_opt_out():
+    """Tuned flags only for tested jaxlib versions, never over the user's own value, off with
+    ``CODEAL_JAX_TUNE_CPU=0``; XLA aborts the process on an unknown flag, hence the gate."""
+    from codeal_jax import xla_flags
+
+    low = ".".join(map(str, xla_flags.TESTED_JAXLIB[0])) + ".0"
+    env = {}
+    added = xla_flags.tune_cpu(env, jaxlib_version=low)
+    assert added and env["XLA_FLAGS"] == " ".join(added)
+    assert xla_flags.tune_cpu(env, jaxlib_version=low) == []  # already there
+    assert xla_flags.tune_cpu({}, jaxlib_version="0.4.30") == []
+    assert xla_flags.tune_cpu({}, jaxlib_version="99.0") == []
+    name = next(iter(xla_flags.TUNED_CPU_FLAGS))
+    mine = {"XLA_FLAGS": f"--{name}=mine"}
+    assert xla_flags.tune_cpu(mine, jaxlib_version=low) == [] and mine["XLA_FLAGS"] == f"--{name}=mine"
+    assert xla_flags.tune_cpu({"CODEAL_JAX_TUNE_CPU": "0"}, jaxlib_version=low) == []
+
+
+def test_tuned_flags_accepted_by_installed_jaxlib():
+    """A fresh process with the tuned flags compiles and runs (XLA would abort on an unknown flag)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, codeal_jax as cj; added = cj.tune_cpu(); import jax.numpy as jnp; "
+        "print(added, float(jnp.sum(jnp.arange(4.0) ** 2)), os.environ.get('XLA_FLAGS'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "14.0" in proc.stdout

@@ -242,3 +242,33 @@ def test_bad_arguments():
         run_study(KEY, {"n_units": 3}, ["codeal"], 1)
     with pytest.raises(ValueError, match="chunk_size"):
         run_study(KEY, DGP, [("codeal", CODEAL)], 2, chunk_size=0, covariates=None)
+
+
+def test_covariate_stage_computed_once_for_all_methods():
+    """Six methods with one fit key share one covariate stage per replication.
+
+    Every method derives its covariate key as the first half of
+    ``split(key)`` and the runner gives all methods the same key, so the six
+    covariate trainings are the same computation and XLA keeps one. Counted
+    in the compiled study programme by the covariate loop's trip count
+    (37 steps, a number no other loop here has).
+    """
+    import dataclasses
+
+    cov = cj.CovariateConfig(hidden=4, steps=37)
+    dgp = dataclasses.replace(DGP, covariate="matrix_linear")
+    methods = [
+        ("codeal", dataclasses.replace(CODEAL, covariates=cov)),
+        ("single_ae", cj.SingleAEConfig(latent_dim=2, encoder_hidden=(4,), decoder_hidden=(4,), steps=3, covariates=cov)),
+        ("aemc_ne", cj.AEMCNEConfig(hidden=(4,), enet_hidden=(4,), steps=3, covariates=cov)),
+        ("mc_nnm", cj.MCNNMConfig(rank=2, max_iter=20, covariates=cov)),
+        ("did", cj.DiDConfig(covariates=cov)),
+        ("vert_reg", cj.VertRegConfig(covariates=cov)),
+    ]
+    runs = tuple(runner._method_runs(methods))
+    devs = tuple(jax.local_devices())
+    fit_fn, _ = runner._fit_programme(runner._structure(dgp), dgp, runs, "dnn", devs)
+    idx = np.arange(2, dtype=np.uint32)
+    panels, truths = runner._data_programme(dgp, devs)(KEY, idx)
+    text = fit_fn.lower(KEY, idx, panels, truths).compile().as_text()
+    assert text.count('"known_trip_count":{"n":"37"}') == 1

@@ -146,7 +146,10 @@ def fit(key: jax.Array, panel: Panel, config: DiDConfig = DiDConfig()) -> Result
       ``INSUFFICIENT_DATA`` if a unit or a period with observed treated cells
       has no fit cell (its effect is not identified).
     """
-    prep = prepare(key, panel, config.covariates, config.centering)
+    # The covariate key of every method (first half of the split): in a study,
+    # where all methods get one key, XLA then computes the stage once for all.
+    k_cov, _ = jax.random.split(key)
+    prep = prepare(k_cov, panel, config.covariates, config.centering)
     u, v = twfe(prep.y_tilde, prep.mask)
     pred = u[:, None] + v[None, :]
     targets = panel.observed & panel.w
@@ -175,7 +178,8 @@ def fit_staggered(key: jax.Array, panel: Panel, config: DiDConfig, design: Stagg
       fit cell in its subproblem's pre-periods or a target period none among
       its controls.
     """
-    return subproblems.fit_per_block(key, key, panel, config, design, impute, check_gaps=True)
+    k_cov, k_fit = jax.random.split(key)  # as every method: one covariate stage per study replication
+    return subproblems.fit_per_block(k_cov, k_fit, panel, config, design, impute, check_gaps=True)
 
 
 def dispatch(panel: Panel, config: DiDConfig):

@@ -54,31 +54,33 @@ def centering(config, per_block: bool) -> str:
     return "controls" if per_block and config.centering == "blocks" else config.centering
 
 
-def design_of(panel: Panel) -> StaggeredDesign | None:
+def design_of(panel: Panel, four_block: bool = False) -> StaggeredDesign | None:
     """The staggered design to solve per subproblem, or None to fit the whole panel.
 
-    None for a four-block panel (its one subproblem is the whole panel, so the
-    module's ``fit`` is the same problem) and for any treatment pattern that
-    is not an irreversible adoption design with never-treated units (methods
-    that accept any mask then fit it whole).
+    None for any treatment pattern that is not an irreversible adoption design
+    with never-treated units (methods that accept any mask then fit it whole)
+    and, unless ``four_block``, for a four-block panel (its one subproblem is
+    the whole panel, so the module's ``fit`` is the same problem).
     """
     try:
         check_adoption(panel)
     except ValueError:
         return None
-    if is_four_block(np.asarray(panel.w)):
+    if not four_block and is_four_block(np.asarray(panel.w)):
         return None
     return staggered_design(np.asarray(panel.w))
 
 
-def dispatch(fit: Callable, fit_staggered: Callable, panel: Panel, config):
+def dispatch(fit: Callable, fit_staggered: Callable, panel: Panel, config, four_block: bool = False):
     """Host side: ``(fit_fn, config)`` with ``fit_fn(key, panel, config) -> Result`` pure.
 
-    ``staggered="whole"``, a four-block panel or a non-adoption pattern: the
-    whole-panel ``fit``. Otherwise ``fit_staggered`` with the panel's design
-    bound (static).
+    ``staggered="whole"``, a non-adoption pattern or (unless ``four_block``) a
+    four-block panel: the whole-panel ``fit``. Otherwise ``fit_staggered``
+    with the panel's design bound (static). ``four_block=True`` is for methods
+    whose subproblem programme does less work than their whole-panel ``fit``
+    on the same problem (Vert-Reg: only treated units, only control features).
     """
-    design = None if config.staggered == "whole" else design_of(panel)
+    design = None if config.staggered == "whole" else design_of(panel, four_block)
     if design is None:
         return fit, config
     return functools.partial(fit_staggered, design=design), config

@@ -248,7 +248,10 @@ def fit(key: jax.Array, panel: Panel, config: VertRegConfig = VertRegConfig()) -
       cells has no fit period, ``NOT_CONVERGED`` if an elastic-net fit did not
       converge.
     """
-    prep = prepare(key, panel, config.covariates, config.centering)
+    # The covariate key of every method (first half of the split): in a study,
+    # where all methods get one key, XLA then computes the stage once for all.
+    k_cov, _ = jax.random.split(key)
+    prep = prepare(k_cov, panel, config.covariates, config.centering)
     controls = ~jnp.any(panel.w & panel.observed, axis=1)  # (N,)
     features = jnp.where(controls[None, :], prep.y_tilde.T, 0.0)  # (T, N)
 
@@ -286,9 +289,18 @@ def fit_staggered(key: jax.Array, panel: Panel, config: VertRegConfig, design: S
       period or a target period no observed control in its subproblem,
       ``NOT_CONVERGED`` if an elastic net did not converge.
     """
-    return subproblems.fit_per_block(key, key, panel, config, design, impute, check_gaps=True)
+    k_cov, k_fit = jax.random.split(key)  # as every method: one covariate stage per study replication
+    return subproblems.fit_per_block(k_cov, k_fit, panel, config, design, impute, check_gaps=True)
 
 
 def dispatch(panel: Panel, config: VertRegConfig):
-    """Host side: ``(fit_fn, config)``; per-subproblem fits on staggered designs unless ``staggered="whole"``."""
-    return subproblems.dispatch(fit, fit_staggered, panel, config)
+    """Host side: ``(fit_fn, config)``: per-subproblem fits unless ``staggered="whole"``.
+
+    A four-block panel goes through :func:`fit_staggered` too (its one
+    subproblem): the same regressions as :func:`fit` (equal to 1e-5 in
+    ``tests/test_staggered_baselines.py``), but only the treated units are
+    regressed and only on the control units' pre-period outcomes, which is
+    several times less SVD work. Call :func:`fit` directly for its per-unit
+    ``weights`` and ``intercept`` diagnostics.
+    """
+    return subproblems.dispatch(fit, fit_staggered, panel, config, four_block=True)

@@ -1,0 +1,158 @@
+"""Before/after timings of two checkouts of codeal_jax, side by side in one run.
+
+Each workload runs in a fresh process per variant, the variants alternating
+(A, B, A, B, ...) so that a busy shared machine slows both alike; the table
+gives each variant's median over the rounds and the ratio. A variant is a
+source tree (``PYTHONPATH`` puts its ``codeal_jax`` first) plus optional
+environment settings, so one script measures code changes and XLA flags.
+
+    python benchmarks/ab_compare.py --before ../old_checkout --after . \\
+        --workloads codeal,cov,vert_reg,study --rounds 2 --out benchmarks/results/ab.md
+
+``--before-env``/``--after-env`` take ``NAME=VALUE`` settings (repeatable),
+e.g. ``--after-env CODEAL_JAX_TUNE_CPU=0`` to measure the code without the
+tuned XLA flags. Workloads (Config 2 panel, paper settings, DNN covariate
+removal, steady state after compilation, ``block_until_ready``):
+
+- ``cov``: the covariate stage alone (median of 5 calls);
+- ``codeal``, ``mc_nnm``, ``did``, ``vert_reg``, ``single_ae``, ``aemc_ne``:
+  ``estimate``'s programme for that method (median of 5 calls);
+- ``study``: ``run_study`` with all six methods, 4 replications per chunk,
+  seconds per replication (median of 2 studies after a compiling one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIX = ("codeal", "mc_nnm", "did", "vert_reg", "single_ae", "aemc_ne")
+WORKLOADS = ("cov", *SIX, "study")
+
+
+def _median_call(fn, repeats):
+    import jax
+
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def worker(name: str) -> float:
+    """Runs one workload in this process and returns its seconds."""
+    try:
+        from codeal_jax.xla_flags import tune_cpu
+    except ImportError:  # checkouts from before the tuned flags
+        tune_cpu = None
+    if tune_cpu is not None:
+        tune_cpu()
+    import jax
+
+    from codeal_jax import api
+    from codeal_jax.covariates import prepare
+    from codeal_jax.sim import config_preset, paper_config, paper_methods, run_study, simulate
+
+    dgp = config_preset(2)
+    panel, _ = simulate(jax.random.key(0), dgp)
+    key = jax.random.key(0)
+    if name == "study":
+        methods = paper_methods(SIX, dgp)
+        run_study(key, dgp, methods, 4, chunk_size=4, progress=False)  # compiles
+        per_rep = []
+        for i in range(2):
+            t0 = time.perf_counter()
+            run_study(jax.random.key(1 + i), dgp, methods, 4, chunk_size=4, progress=False)
+            per_rep.append((time.perf_counter() - t0) / 4)
+        return statistics.median(per_rep)
+    method = "codeal" if name == "cov" else name
+    fit, cfg = api.resolve(panel, method, "dnn", paper_config(method, dgp))
+    panel = panel.without_labels()
+    if name == "cov":
+        stage = jax.jit(lambda k, p: prepare(k, p, cfg.covariates, "blocks").y_tilde)
+        return _median_call(lambda: stage(key, panel), 5)
+    return _median_call(lambda: fit(key, panel, cfg), 5)
+
+
+def _env(tree: str, settings: list[str]) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.abspath(tree)
+    for s in settings:
+        k, _, v = s.partition("=")
+        env[k] = v
+    return env
+
+
+def run_variant(tree: str, settings: list[str], name: str) -> float:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree, settings), cwd="/")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed in {tree}: {proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--before", help="source tree of the 'before' variant")
+    ap.add_argument("--after", default=os.path.dirname(HERE), help="source tree of the 'after' variant (default: this checkout)")
+    ap.add_argument("--before-env", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--after-env", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--workloads", default="codeal,study", help=f"comma-separated, from {', '.join(WORKLOADS)}")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per workload (2)")
+    ap.add_argument("--label", default="", help="what changed, for the table title")
+    ap.add_argument("--out", help="also write the markdown table here")
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(worker(args.worker))
+        return 0
+    if not args.before:
+        ap.error("--before is required")
+    names = [w for w in args.workloads.split(",") if w]
+    bad = sorted(set(names) - set(WORKLOADS))
+    if bad:
+        ap.error(f"unknown workloads {bad}; choose from {', '.join(WORKLOADS)}")
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    t0 = time.perf_counter()
+    rows = []
+    for name in names:
+        a, b = [], []
+        for _ in range(args.rounds):
+            a.append(run_variant(args.before, args.before_env, name))
+            b.append(run_variant(args.after, args.after_env, name))
+            print(f"{name}: before {a[-1]:.3f} s, after {b[-1]:.3f} s", flush=True)
+        ma, mb = statistics.median(a), statistics.median(b)
+        unit = "s/replication" if name == "study" else "s"
+        rows.append(f"| {name} | {ma:.3f} | {mb:.3f} | {unit} | {ma / mb:.2f}x | "
+                    f"{', '.join(f'{x:.2f}' for x in a)} / {', '.join(f'{x:.2f}' for x in b)} |")
+    cmd = "python benchmarks/ab_compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [
+        f"{args.label}" if args.label else "",
+        "",
+        f"Command: `{cmd}` ({time.perf_counter() - t0:.0f} s). Before: `{args.before}` "
+        f"{' '.join(args.before_env)}; after: `{args.after}` {' '.join(args.after_env)}.",
+        "",
+        "| workload | before (median) | after (median) | unit | speed-up | all rounds (before / after) |",
+        "|---|---:|---:|---|---:|---|",
+        *rows,
+    ]
+    text = "\n".join(lines).strip() + "\n"
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
