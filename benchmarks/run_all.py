@@ -36,7 +36,7 @@ SCRIPTS = {
     "mc_nnm": (["--runs", "3", "--np-runs", "2"], ["--runs", "5", "--np-runs", "3", "--batch", "8"]),
     "spectral": (["--quick"], []),
 }
-ORDER = ["codeal", "studies", "mc_nnm", "spectral"]
+ORDER = ["optimisations", "codeal", "studies", "mc_nnm", "spectral"]
 
 HEADER = """# Benchmarks
 

@@ -110,8 +110,7 @@ def dnn_effects(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Array, con
     networks (measured about 30% faster than vmapping the networks). The
     output layer is a multiply and a sum over the hidden axis, not an einsum:
     as a batched dot over periods XLA transposed the (N, T, H) activations
-    twice per step (measured 25-35% slower on a 2-core CPU, see
-    ``benchmarks/README.md``).
+    twice per step (see "Optimisations" in ``benchmarks/README.md``).
 
     Args:
       key: PRNG key.

@@ -8,8 +8,8 @@ scripts call :func:`tune_cpu` first; library users may do the same.
 
 Measured on a 2-core AMD EPYC (AVX2), jaxlib 0.10.2, side by side in one run
 (``benchmarks/README.md``, "Optimisations"): with XLA's YNNPACK fusions off,
-CoDEAL at Config 2 took 3.39 s instead of 3.91 s and its covariate stage
-1.04 s instead of 1.30 s; YNNPACK's kernels for the small reductions and
+CoDEAL at Config 2 took 3.40 s instead of 4.18 s and its covariate stage
+0.97 s instead of 1.15 s; YNNPACK's kernels for the small reductions and
 element-wise passes of the per-period networks are slower there than XLA's
 own loops. Results differ from an untuned process by float32 rounding only
 (summation order).

@@ -50,6 +50,9 @@ def test_rates_are_flops_over_time_and_matmul(tiny_run):
     assert float(row["gflops"]) == pytest.approx(gflops, rel=1e-9)
     assert float(row["ratio_to_matmul"]) == pytest.approx(gflops / float(row["matmul_gflops"]), rel=1e-9)
     assert float(row["matmul_gflops"]) > 0
+    # The decoder-shaped batched matmul, the realistic floor of the network rows.
+    assert float(row["ratio_to_bmm"]) == pytest.approx(gflops / float(row["bmm_gflops"]), rel=1e-9)
+    assert float(row["bmm_gflops"]) > 0
 
 
 def test_peer_column(tiny_run):
@@ -68,8 +71,8 @@ def test_markdown_table(tiny_run):
     assert "GFLOP/s**" in md  # the matmul rate in the header
     header = next(line for line in md.splitlines() if line.startswith("| workload"))
     cells = [c.strip() for c in header.strip("|").split("|")]
-    assert cells[:9] == ["workload", "shape", "median s", "runs", "compile s", "GFLOP", "FLOP source", "GFLOP/s",
-                         "x matmul"]
+    assert cells[:10] == ["workload", "shape", "median s", "runs", "compile s", "GFLOP", "FLOP source", "GFLOP/s",
+                          "x matmul", "x bmm"]
     assert "peak MiB" in cells and "speed-up" in cells
     assert any(line.startswith(f"| {WORKLOAD} |") for line in md.splitlines())
 
@@ -87,6 +90,19 @@ def test_analytic_flops_formulas():
     assert tm.cov_flops(6, 8, 2, cov) == 6 * 8 * 2 * (2 * 7 + 7) * (3 * 3 + 1)
     assert tm.cov_flops(6, 8, 0, cov) == 0.0
     assert tm.svd_flops(10, 4) == tm.svd_flops(4, 10) == 6 * 10 * 16 + 20 * 64
+
+
+def test_study_flops_count_the_shared_covariate_stage_once():
+    import suite
+
+    from codeal_jax import CodealConfig, CovariateConfig
+    from codeal_jax.sim import DGPConfig
+
+    dgp = DGPConfig(n_units=6, n_periods=8, n_covariates=2)
+    cov = CovariateConfig(hidden=7, steps=3)
+    methods = [("codeal", CodealConfig(covariates=cov)), ("did", None), ("vert_reg", None)]
+    one = 6 * 8 * 2 * (2 * 7 + 7) * (3 * 3 + 1)
+    assert suite.study_flops([one + 5.0, one + 7.0, one], dgp, methods) == one + 12.0
 
 
 @pytest.mark.parametrize("only, message", [("no_such_workload", "matches no workload"),
