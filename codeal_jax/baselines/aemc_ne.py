@@ -219,8 +219,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: AEMCNEConfig, design: St
     Returns:
       ``Result``; ``info["loss"]`` is (subproblems, steps).
     """
-    k_cov, k_net = jax.random.split(key)
-    return subproblems.fit_per_block(k_cov, k_net, panel, config, design, impute)
+    return subproblems.fit_per_block(key, panel, config, design, impute)
 
 
 def dispatch(panel: Panel, config: AEMCNEConfig):

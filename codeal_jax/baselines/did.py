@@ -178,8 +178,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: DiDConfig, design: Stagg
       fit cell in its subproblem's pre-periods or a target period none among
       its controls.
     """
-    k_cov, k_fit = jax.random.split(key)  # as every method: one covariate stage per study replication
-    return subproblems.fit_per_block(k_cov, k_fit, panel, config, design, impute, check_gaps=True)
+    return subproblems.fit_per_block(key, panel, config, design, impute, check_gaps=True)
 
 
 def dispatch(panel: Panel, config: DiDConfig):

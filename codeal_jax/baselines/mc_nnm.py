@@ -520,8 +520,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: MCNNMConfig, design: Sta
       ``Result``; ``info`` holds the per-subproblem scalars of :func:`impute`
       stacked in subproblem order, and ``status`` the worst subproblem's.
     """
-    k_cov, k_cv = jax.random.split(key)
-    return subproblems.fit_per_block(k_cov, k_cv, panel, config, design, impute)
+    return subproblems.fit_per_block(key, panel, config, design, impute)
 
 
 def dispatch(panel: Panel, config: MCNNMConfig):

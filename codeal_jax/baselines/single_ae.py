@@ -197,8 +197,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: SingleAEConfig, design: 
     Returns:
       ``Result``; ``info["loss"]`` is (subproblems, steps).
     """
-    k_cov, k_ae = jax.random.split(key)
-    return subproblems.fit_per_block(k_cov, k_ae, panel, config, design, impute)
+    return subproblems.fit_per_block(key, panel, config, design, impute)
 
 
 def dispatch(panel: Panel, config: SingleAEConfig):

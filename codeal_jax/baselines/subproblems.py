@@ -126,8 +126,7 @@ def fit_whole(key: jax.Array, panel: Panel, config, impute: Callable, centering:
 
 
 def fit_per_block(
-    k_cov: jax.Array,
-    k_fit: jax.Array,
+    key: jax.Array,
     panel: Panel,
     config,
     design: StaggeredDesign,
@@ -137,8 +136,9 @@ def fit_per_block(
     """Covariate stage once on the full panel, then ``impute`` on every subproblem.
 
     Args:
-      k_cov: key of the covariate stage (the module's ``fit`` uses the same).
-      k_fit: key of the imputations; subproblem j gets ``fold_in(k_fit, j)``,
+      key: PRNG key, split as in :func:`fit_whole` (and every method's ``fit``)
+        into the covariate stage's key, shared by all methods of a study, and
+        the imputations' key ``k_fit``: subproblem j gets ``fold_in(k_fit, j)``,
         except that a design with one subproblem (four blocks) gets ``k_fit``
         itself, so it reproduces the module's whole-panel ``fit``.
       panel: the data, units in any order (results come back in that order).
@@ -152,6 +152,7 @@ def fit_per_block(
       ``Result``; per-subproblem diagnostics are stacked in subproblem order
       (leading axis r(r-1)/2) in ``info``.
     """
+    k_cov, k_fit = jax.random.split(key)
     per_block = design.r > 2
     prep = prepare(k_cov, panel, config.covariates, centering(config, per_block))
     if len(design.subproblems()) == 1:

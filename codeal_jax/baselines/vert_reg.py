@@ -289,8 +289,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: VertRegConfig, design: S
       period or a target period no observed control in its subproblem,
       ``NOT_CONVERGED`` if an elastic net did not converge.
     """
-    k_cov, k_fit = jax.random.split(key)  # as every method: one covariate stage per study replication
-    return subproblems.fit_per_block(k_cov, k_fit, panel, config, design, impute, check_gaps=True)
+    return subproblems.fit_per_block(key, panel, config, design, impute, check_gaps=True)
 
 
 def dispatch(panel: Panel, config: VertRegConfig):
