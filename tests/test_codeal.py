@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import codeal_jax as cj
-from codeal_jax import codeal, covariates
+from codeal_jax import codeal, covariates, staggered
 from codeal_jax.nets import init_mlp_stack, mlp
 
 from conftest import four_block_arrays
@@ -63,6 +63,23 @@ def test_skipping_the_treated_block_is_exact(key):
     pred, _, _ = codeal.impute(jax.random.fold_in(k_ae, 0), prep.y_tilde, prep.mask, TINY)
     slow = np.where(w == 1, np.asarray(pred + prep.offset), y)
     np.testing.assert_allclose(np.asarray(fast.y0_hat), slow, rtol=1e-3, atol=1e-3)
+
+
+def test_decoders_held_as_two_blocks_train_like_sliced_ones(key):
+    """``Blocks.split`` (decoders as two leaves) = slicing the one stack at every step = the full loss."""
+    rng = np.random.default_rng(5)
+    n, t, ctrl, pre = 12, 10, 5, 6
+    y = jnp.asarray(rng.normal(size=(n, t)), jnp.float32)
+    mask = jnp.asarray(~((np.arange(n)[:, None] >= ctrl) & (np.arange(t)[None, :] >= pre)))
+    y = jnp.where(mask, y, 0.0)
+    blocks = staggered.Blocks(ctrl=jnp.int32(ctrl), a_rows=ctrl, b_rows=n - ctrl, b_cols=pre, split=True)
+    split, l_split = codeal.fit_autoencoder(key, y, mask, TINY, blocks)
+    sliced, l_sliced = codeal.fit_autoencoder(key, y, mask, TINY, blocks.replace(split=False))
+    full, l_full = codeal.fit_autoencoder(key, y, mask, TINY)
+    np.testing.assert_allclose(np.asarray(l_split), np.asarray(l_sliced), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(sliced), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(full), rtol=1e-3, atol=1e-4)
+    assert float(l_split[-1]) < float(l_split[0])
 
 
 def test_vmap_over_keys_and_panels_equals_loop(key):
