@@ -52,15 +52,16 @@ BASELINES = ("did", "vert_reg", "single_ae", "aemc_ne")
 # (config size, cells): Table 2 = Config 1 and Table 3 = Config 2, each 7 covariate
 # DGPs x 2 factors x 2 removals; Table 4a 4 factors x 2 covariates at Configs 1 and 2;
 # Table 4b 4 factors at Configs 3 and 4 with r = 5 and 10. 50 replications per cell.
+# (CoDEAL row of the cell size, table, cells, paper Config): the paper's Tables 2-4.
 PAPER_CELLS = (
-    ("codeal_c1", "Table 2", 7 * 2 * 2),
-    ("codeal_c2", "Table 3", 7 * 2 * 2),
-    ("codeal_c1", "Table 4a", 4 * 2),
-    ("codeal_c2", "Table 4a", 4 * 2),
-    ("codeal_stag_c3_r5", "Table 4b", 4),
-    ("codeal_stag_c3_r10", "Table 4b", 4),
-    ("codeal_stag_c4_r5", "Table 4b", 4),
-    ("codeal_stag_c4_r10", "Table 4b", 4),
+    ("codeal_c1", "Table 2", 7 * 2 * 2, 1),
+    ("codeal_c2", "Table 3", 7 * 2 * 2, 2),
+    ("codeal_c1", "Table 4a", 4 * 2, 1),
+    ("codeal_c2", "Table 4a", 4 * 2, 2),
+    ("codeal_stag_c3_r5", "Table 4b", 4, 3),
+    ("codeal_stag_c3_r10", "Table 4b", 4, 3),
+    ("codeal_stag_c4_r5", "Table 4b", 4, 4),
+    ("codeal_stag_c4_r10", "Table 4b", 4, 4),
 )
 PAPER_REPS = 50
 
@@ -409,31 +410,45 @@ def study_flops(single_flops: list[float], dgp, methods) -> float:
 def projection_row(ctx: Context, per_rep_c2: float) -> dict:
     """Projected wall time of the paper's Tables 2-4 from the Config 2 study's per-replication time.
 
-    Assumption: a six-method replication at config size c costs the Config 2
-    study's per-replication time scaled by CoDEAL's single-fit time at c over
-    its time at Config 2 (CoDEAL dominates); where a size's CoDEAL row was not
-    run, the Config 2 time is used unscaled. Compilation is excluded.
+    Model: a six-method replication at a cell's size costs CoDEAL's single-fit
+    time at that size (its row) plus the other five methods' share of the
+    Config 2 study (the study's per-replication time minus CoDEAL's Config 2
+    row), scaled by the panel's cells N x T over Config 2's. Where a size's
+    CoDEAL row was not run, the whole Config 2 replication is scaled by the
+    cells. Compilation is excluded.
     """
     base = ctx.row("codeal_c2")
-    total, cells, parts, unscaled = 0.0, 0, {}, []
-    for size, table, n in PAPER_CELLS:
+    c2_cells = _panel_cells(2)
+    others = max(per_rep_c2 - base["median_s"], 0.0) if base is not None else None
+    total, cells, parts, unmeasured = 0.0, 0, {}, []
+    for size, table, n, config in PAPER_CELLS:
+        ratio = _panel_cells(config) / c2_cells
         row = ctx.row(size)
-        scale = row["median_s"] / base["median_s"] if row is not None and base is not None else 1.0
-        if row is None or base is None:
-            unscaled.append(size)
-        total += n * PAPER_REPS * per_rep_c2 * scale
+        if row is None or others is None:
+            unmeasured.append(size)
+            per_rep = per_rep_c2 * ratio
+        else:
+            per_rep = row["median_s"] + others * ratio
+        total += n * PAPER_REPS * per_rep
         cells += n
         parts[table] = parts.get(table, 0) + n
     notes = (f"{cells} cells ({', '.join(f'{t}: {k}' for t, k in parts.items())}) x {PAPER_REPS} replications x "
-             f"6 methods; per replication: the study's {per_rep_c2:.3f} s scaled by CoDEAL's time at each "
-             "config size / at Config 2; compilation excluded (the runner compiles once per panel structure)")
-    if unscaled:
-        notes += f"; unscaled (row not run): {', '.join(sorted(set(unscaled)))}"
+             "6 methods; per replication: CoDEAL's row at the cell's size + the other methods' share of the "
+             f"study's {per_rep_c2:.3f} s, scaled by N x T; compilation excluded (the runner compiles once per "
+             "panel structure)")
+    if unmeasured:
+        notes += f"; CoDEAL row not run, whole replication scaled by N x T: {', '.join(sorted(set(unmeasured)))}"
     if not ctx.tiny:
         notes += (f"; the PyTorch CoDEAL alone at {PYTORCH_CODEAL_S:.0f} s/replication: "
                   f"{cells * PAPER_REPS * PYTORCH_CODEAL_S / 3600:.0f} h")
     return dict(workload="tables_2_4_projection", shape=f"{cells} cells x {PAPER_REPS} reps", median_s=total,
                 runs=0, flop_source=None, notes=notes)
+
+
+def _panel_cells(config: int) -> int:
+    """N x T of a paper Config's preset."""
+    dgp = config_preset(config)
+    return dgp.n_units * dgp.n_periods
 
 
 # ----------------------------------------------------------------------------- scaling

@@ -105,6 +105,29 @@ def test_study_flops_count_the_shared_covariate_stage_once():
     assert suite.study_flops([one + 5.0, one + 7.0, one], dgp, methods) == one + 12.0
 
 
+def test_projection_adds_codeal_rows_to_the_other_methods_scaled_by_panel_size():
+    import suite
+
+    from codeal_jax.sim import config_preset
+
+    ctx = suite.Context(quick=True, repeats=1, tiny=False, tag="t", matmul_gflops=1.0, bmm_gflops=1.0,
+                        study_reps=4, study_chunk=None, spectral_max_s=1.0)
+    codeal_s = {"codeal_c1": 2.0, "codeal_c2": 3.0, "codeal_stag_c3_r5": 5.0, "codeal_stag_c3_r10": 20.0,
+                "codeal_stag_c4_r5": 10.0}  # no r = 10 Config 4 row: scaled whole
+    ctx.rows = [{"workload": k, "median_s": v} for k, v in codeal_s.items()]
+    cells = {c: config_preset(c).n_units * config_preset(c).n_periods for c in (1, 2, 3, 4)}
+    others = 4.0 - 3.0  # study 4 s per replication, CoDEAL 3 s of it
+    expected = 50 * (
+        28 * (2.0 + others * cells[1] / cells[2]) + 28 * (3.0 + others)
+        + 8 * (2.0 + others * cells[1] / cells[2]) + 8 * (3.0 + others)
+        + 4 * (5.0 + others * cells[3] / cells[2]) + 4 * (20.0 + others * cells[3] / cells[2])
+        + 4 * (10.0 + others * cells[4] / cells[2]) + 4 * (4.0 * cells[4] / cells[2])
+    )
+    row = suite.projection_row(ctx, 4.0)
+    assert row["median_s"] == pytest.approx(expected, rel=1e-12)
+    assert "88 cells" in row["notes"] and "codeal_stag_c4_r10" in row["notes"]
+
+
 @pytest.mark.parametrize("only, message", [("no_such_workload", "matches no workload"),
                                            ("spectral_10000", "only with --full")])
 def test_only_errors_clearly(only, message, capsys):

@@ -215,6 +215,34 @@ def test_unavailable_method_is_na():
     assert any("in 2 of 2" in line for line in pt.z_summary(frame))
 
 
+def test_sensitivity_cells_variants_and_table():
+    """benchmarks/sensitivity.py: every rerun cell has published numbers; variants are valid configs."""
+    import dataclasses
+    import types
+
+    from codeal_jax.sim import paper_config
+
+    spec = importlib.util.spec_from_file_location("sensitivity", os.path.join(REPO, "benchmarks", "sensitivity.py"))
+    sens = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sens)  # imports "paper_tables", registered by _load_script
+    pub = pt.load_published()
+    assert sens.published_for(pub, pt.Cell(1, "linear", "tanh", "linear"), "mc_nnm") == (0.837, 0.007)
+    assert sens.published_for(pub, pt.Cell(2, "linear", "none", "none"), "single_ae") == (0.622, 0.006)
+    for cell, labels in sens.CELLS:
+        dgp = cell.dgp()
+        for label in labels:
+            method, over, _ = sens.VARIANTS[label]
+            mean, se = sens.published_for(pub, cell, method)
+            assert np.isfinite(mean) and se > 0, (cell.slug, method)
+            cfg = dataclasses.replace(paper_config(method, dgp), **over)
+            assert all(getattr(cfg, k) == v for k, v in over.items())
+    frame = pd.DataFrame([dict(cell="c1-linear-tanh-linear", method="mc_nnm", variant="v", mean=0.769, se=0.014,
+                               reps=10, pub_mean=0.837, pub_se=0.007, z=pt.z_score(0.769, 0.014, 0.837, 0.007))])
+    text = sens.markdown(frame, types.SimpleNamespace(argv=["--reps", "10"], seed=0), 12.0)
+    assert "`python benchmarks/sensitivity.py --reps 10` (12 s)" in text
+    assert "| c1-linear-tanh-linear | mc_nnm | v | 0.769 (0.014) | 0.837 (0.007) | -4.3 |" in text
+
+
 def test_bad_arguments_rejected():
     for argv in (["--tables", "5"], ["--methods", "codeal,foo"], ["--reps", "0"]):
         with pytest.raises(SystemExit):
