@@ -18,7 +18,10 @@ removal, steady state after compilation, ``block_until_ready``):
 - ``codeal``, ``mc_nnm``, ``did``, ``vert_reg``, ``single_ae``, ``aemc_ne``:
   ``estimate``'s programme for that method (median of 5 calls);
 - ``study``: ``run_study`` with all six methods, 4 replications per chunk,
-  seconds per replication (median of 2 studies after a compiling one).
+  seconds per replication (median of 2 studies after a compiling one);
+- ``stag_r5``, ``stag_r10``: CoDEAL on a staggered Config 3 panel (r = 5 or 10
+  adoption groups, no covariates, the staggered script's decoders; median of
+  3 calls).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIX = ("codeal", "mc_nnm", "did", "vert_reg", "single_ae", "aemc_ne")
-WORKLOADS = ("cov", *SIX, "study")
+STAGGERED = {"stag_r5": 5, "stag_r10": 10}
+WORKLOADS = ("cov", *SIX, "study", *STAGGERED)
 
 
 def _median_call(fn, repeats):
@@ -61,9 +65,15 @@ def worker(name: str) -> float:
     from codeal_jax.covariates import prepare
     from codeal_jax.sim import config_preset, paper_config, paper_methods, run_study, simulate
 
-    dgp = config_preset(2)
-    panel, _ = simulate(jax.random.key(0), dgp)
     key = jax.random.key(0)
+    if name in STAGGERED:
+        dgp = config_preset(3, n_groups=STAGGERED[name])
+        panel, _ = simulate(key, dgp)
+        fit, cfg = api.resolve(panel, "codeal", None, paper_config("codeal", dgp))
+        panel = panel.without_labels()
+        return _median_call(lambda: fit(key, panel, cfg), 3)
+    dgp = config_preset(2)
+    panel, _ = simulate(key, dgp)
     if name == "study":
         methods = paper_methods(SIX, dgp)
         run_study(key, dgp, methods, 4, chunk_size=4, progress=False)  # compiles

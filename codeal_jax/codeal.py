@@ -131,69 +131,49 @@ def _rows(tree, start, size: int):
     return jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, start, size, axis=0), tree)
 
 
-def _block_start(blocks, n: int) -> jax.Array:
-    """First row of the treated block: ``ctrl``, moved up where the block would overrun the panel."""
-    return jnp.clip(blocks.ctrl, 0, n - blocks.b_rows)
+def _split_decoders(params: dict, blocks) -> dict:
+    """Holds the decoders as the two row blocks the loss reads (``blocks.split`` only).
 
-
-def _split_decoders(params: dict, blocks, n: int) -> dict:
-    """The decoders of the loss's two row blocks, held as separate leaves for training.
-
-    The blocks ``[0, a_rows)`` and ``[start, start + b_rows)`` may share rows
-    (a bucket sizes them for its largest members), but the loss masks every
-    shared row in one of them, so the two copies of a shared decoder never
-    both get a gradient: training the copies apart is training the stack.
-    The loss then reads each block whole, and no step slices the decoder
-    parameters or scatters their gradients back (:func:`_join_decoders`
-    reassembles the stack once, after training).
+    The loss then uses each block whole: no slice of the 1.7 million decoder
+    parameters and no scatter of their gradients at every step.
     """
     dec = params["decoders"]
     head = jax.tree.map(lambda p: p[: blocks.a_rows], dec)
-    tail = _rows(dec, _block_start(blocks, n), blocks.b_rows)
+    tail = jax.tree.map(lambda p: p[blocks.a_rows :], dec)
     return {"encoder": params["encoder"], "decoders_a": head, "decoders_b": tail}
 
 
-def _join_decoders(trained: dict, initial: dict, blocks, n: int) -> dict:
-    """The (N, ...) decoder stack after training, each row from the block that trained it.
-
-    Rows below ``ctrl`` come from the first block, treated rows from the second;
-    rows in neither (padding) keep their initial values, as Adam leaves
-    parameters without gradient.
-    """
-    a, b = blocks.a_rows, blocks.b_rows
-    start = _block_start(blocks, n)
-    from_b = start + jnp.arange(b) >= blocks.ctrl
-
-    def join(full, head, tail):
-        full = jnp.concatenate([head, full[a:]])
-        current = jax.lax.dynamic_slice_in_dim(full, start, b)
-        tail = jnp.where(from_b.reshape(b, *(1,) * (tail.ndim - 1)), tail, current)
-        return jax.lax.dynamic_update_slice_in_dim(full, tail, start, axis=0)
-
-    dec = jax.tree.map(join, initial["decoders"], trained["decoders_a"], trained["decoders_b"])
-    return {"encoder": trained["encoder"], "decoders": dec}
+def _join_decoders(params: dict) -> dict:
+    """Inverse of :func:`_split_decoders`."""
+    dec = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params["decoders_a"], params["decoders_b"])
+    return {"encoder": params["encoder"], "decoders": dec}
 
 
 def _block_loss(params, inputs, y_tilde, mask, blocks) -> jax.Array:
     """Masked MSE evaluated only on the two rectangles that can hold training cells.
 
-    Equal to ``masked_mse(apply_autoencoder(joined, inputs), y_tilde, mask)``
+    Equal to ``masked_mse(apply_autoencoder(params, inputs), y_tilde, mask)``
     whenever every masked cell lies in ``blocks`` (the decoders' work on the
-    rest, mostly the D region, is skipped). ``params`` holds the decoders as
-    the blocks of :func:`_split_decoders`.
+    rest, mostly the D region, is skipped). ``params`` holds the decoders
+    whole, or as the blocks of :func:`_split_decoders` when ``blocks.split``.
     """
     n = y_tilde.shape[0]
     a, b, c = blocks.a_rows, blocks.b_rows, blocks.b_cols
-    start = _block_start(blocks, n)
+    if "decoders_a" in params:
+        dec_a, dec_b, start = params["decoders_a"], params["decoders_b"], a
+    else:
+        start = jnp.clip(blocks.ctrl, 0, n - b)
+        dec_a = jax.tree.map(lambda p: p[:a], params["decoders"])
+        dec_b = _rows(params["decoders"], start, b) if b > 0 else None
     latent = mlp(params["encoder"], inputs.T)  # (C, K)
     rows = jnp.arange(n)
     # Controls: rows [0, a_rows), all periods.
-    pred_a = mlp_stack(params["decoders_a"], latent)[..., 0]
+    pred_a = mlp_stack(dec_a, latent)[..., 0]
     m_a = mask[:a] & (rows[:a, None] < blocks.ctrl)
     sse = jnp.sum(jnp.where(m_a, (pred_a - y_tilde[:a]) ** 2, 0.0))
     # Treated units of the sub-panel: rows [ctrl, ctrl + b_rows), pre-periods.
     if b > 0 and c > 0:
-        pred_b = mlp_stack(params["decoders_b"], latent[:c])[..., 0]
+        pred_b = mlp_stack(dec_b, latent[:c])[..., 0]
         y_b = jax.lax.dynamic_slice_in_dim(y_tilde[:, :c], start, b, axis=0)
         m_b = jax.lax.dynamic_slice_in_dim(mask[:, :c], start, b, axis=0)
         m_b = m_b & ((start + jnp.arange(b))[:, None] >= blocks.ctrl)
@@ -220,15 +200,16 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
     present = jnp.sum(jnp.any(mask, axis=1))  # units outside a (padded) sub-panel have no cells
     params = init_autoencoder(key, y_tilde.shape[0], config, fan_in=present)
 
-    n = y_tilde.shape[0]
-    optimizer = optax.adam(config.learning_rate)
     if blocks is None:
         loss = lambda p: masked_mse(apply_autoencoder(p, inputs), y_tilde, mask)
-        params, losses = train(loss, params, optimizer, config.steps)
     else:
         loss = lambda p: _block_loss(p, inputs, y_tilde, mask, blocks)
-        trained, losses = train(loss, _split_decoders(params, blocks, n), optimizer, config.steps)
-        params = _join_decoders(trained, params, blocks, n)
+        if blocks.split:
+            params = _split_decoders(params, blocks)
+
+    params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
+    if "decoders_a" in params:
+        params = _join_decoders(params)
     return apply_autoencoder(params, inputs), losses
 
 

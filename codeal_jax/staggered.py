@@ -34,12 +34,17 @@ class Blocks:
     ``[0, a_rows)`` (controls, all periods) or in rows ``[ctrl, ctrl + b_rows)``
     x periods ``[0, b_cols)`` (units treated in the sub-panel, pre-periods only).
     The sizes are static (bucket maxima); ``ctrl`` (first treated row) is traced.
+    ``split`` is true when the two row ranges are ``[0, a_rows)`` and
+    ``[a_rows, rows)`` for every subproblem of the bucket (``ctrl == a_rows``),
+    as in a four-block design: a method can then hold its per-unit parameters
+    as two blocks and skip slicing them at every step.
     """
 
     ctrl: jax.Array
     a_rows: int = struct.field(pytree_node=False)
     b_rows: int = struct.field(pytree_node=False)
     b_cols: int = struct.field(pytree_node=False)
+    split: bool = struct.field(pytree_node=False, default=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,10 +154,11 @@ def solve(
         a_rows = max(m.ctrl_rows for m in members)
         b_rows = max(m.rows - m.ctrl_rows for m in members)
         b_cols = max(m.pre_cols for m in members)
+        split = a_rows + b_rows == bucket.rows and all(m.ctrl_rows == a_rows for m in members)
 
         def one(args):
             k, m, c = args
-            blocks = Blocks(ctrl=c, a_rows=a_rows, b_rows=b_rows, b_cols=b_cols)
+            blocks = Blocks(ctrl=c, a_rows=a_rows, b_rows=b_rows, b_cols=b_cols, split=split)
             return impute(k, jnp.where(m, inputs, 0.0), m, config, blocks)
 
         out, st, info = jax.vmap(one)((keys, masks, ctrl))

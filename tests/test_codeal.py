@@ -65,29 +65,21 @@ def test_skipping_the_treated_block_is_exact(key):
     np.testing.assert_allclose(np.asarray(fast.y0_hat), slow, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize(
-    "ctrl, a_rows, b_rows",
-    [
-        (5, 5, 7),  # four-block: controls [0, 5), treated [5, 12)
-        (3, 5, 7),  # a bucket member with fewer controls: the blocks share rows 3 and 4
-        (7, 7, 7),  # the treated block moved up to fit: it starts at row 5, among the controls
-    ],
-)
-def test_training_on_the_two_blocks_equals_the_full_masked_loss(key, ctrl, a_rows, b_rows):
-    """Decoders trained as two blocks (shared rows masked in one), then joined = the full masked fit."""
+def test_decoders_held_as_two_blocks_train_like_sliced_ones(key):
+    """``Blocks.split`` (decoders as two leaves) = slicing the one stack at every step = the full loss."""
     rng = np.random.default_rng(5)
-    n, t, pre = 12, 10, 6
-    rows, cols = np.arange(n)[:, None], np.arange(t)[None, :]
+    n, t, ctrl, pre = 12, 10, 5, 6
     y = jnp.asarray(rng.normal(size=(n, t)), jnp.float32)
-    last = min(ctrl + b_rows, n)  # rows past the member's treated units are padding: no cells
-    mask = jnp.asarray((rows < ctrl) | ((rows < last) & (cols < pre)))
+    mask = jnp.asarray(~((np.arange(n)[:, None] >= ctrl) & (np.arange(t)[None, :] >= pre)))
     y = jnp.where(mask, y, 0.0)
-    blocks = staggered.Blocks(ctrl=jnp.int32(ctrl), a_rows=a_rows, b_rows=b_rows, b_cols=pre)
-    fast, l_fast = codeal.fit_autoencoder(key, y, mask, TINY, blocks)
+    blocks = staggered.Blocks(ctrl=jnp.int32(ctrl), a_rows=ctrl, b_rows=n - ctrl, b_cols=pre, split=True)
+    split, l_split = codeal.fit_autoencoder(key, y, mask, TINY, blocks)
+    sliced, l_sliced = codeal.fit_autoencoder(key, y, mask, TINY, blocks.replace(split=False))
     full, l_full = codeal.fit_autoencoder(key, y, mask, TINY)
-    np.testing.assert_allclose(np.asarray(l_fast), np.asarray(l_full), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(fast), np.asarray(full), rtol=1e-3, atol=1e-4)
-    assert float(l_fast[-1]) < float(l_fast[0])
+    np.testing.assert_allclose(np.asarray(l_split), np.asarray(l_sliced), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(sliced), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(full), rtol=1e-3, atol=1e-4)
+    assert float(l_split[-1]) < float(l_split[0])
 
 
 def test_vmap_over_keys_and_panels_equals_loop(key):

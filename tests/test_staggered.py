@@ -117,6 +117,26 @@ def test_batched_program_equals_each_subproblem_alone(key):
         )
 
 
+@pytest.mark.parametrize(
+    "starts, max_buckets, expected",
+    [
+        ([9, 9, 9, 5, 5, 5], 4, [True]),  # four-block: controls then treated rows
+        ([9, 9, 9, 7, 7, 5, 5, 5, 3, 3], 1, [False]),  # one bucket, first treated row varies
+    ],
+)
+def test_decoder_blocks_split_only_where_every_member_starts_at_a_rows(key, starts, max_buckets, expected):
+    seen = []
+
+    def spy(k, y, m, config, blocks):
+        seen.append(blocks.split)
+        return codeal.impute(k, y, m, config, blocks)
+
+    panel = staggered_panel(starts, 9, seed=3)
+    mask = fit_cells(panel)
+    staggered.solve(key, panel.w, jnp.where(mask, panel.y, 0.0), mask, staggered_design(panel.w), spy, TINY, max_buckets)
+    assert seen == expected
+
+
 def test_results_come_back_in_callers_unit_order(key):
     starts = [9, 9, 7, 7, 5, 5, 3, 3]
     a = staggered_panel(starts, 9, seed=2, p=2)
