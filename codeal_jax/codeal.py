@@ -159,7 +159,7 @@ def _block_loss(params, inputs, y_tilde, mask, blocks) -> jax.Array:
     """
     n = y_tilde.shape[0]
     a, b, c = blocks.a_rows, blocks.b_rows, blocks.b_cols
-    if "decoders_a" in params:
+    if blocks.split:
         dec_a, dec_b, start = params["decoders_a"], params["decoders_b"], a
     else:
         start = jnp.clip(blocks.ctrl, 0, n - b)
@@ -208,7 +208,7 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
             params = _split_decoders(params, blocks)
 
     params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
-    if "decoders_a" in params:
+    if blocks is not None and blocks.split:
         params = _join_decoders(params)
     return apply_autoencoder(params, inputs), losses
 
