@@ -124,6 +124,18 @@ def test_refuses_directory_with_other_settings(by4):
     assert settings["methods"][0]["config"]["steps"] == 3
 
 
+def test_resumes_under_other_batching_fields(by4):
+    """``max_buckets`` only batches work: a finished directory reads back under another value."""
+    res, out = by4
+    other = [("codeal", cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3,
+                                         max_buckets=2))] + METHODS_USED[1:]
+    again = run_study(KEY, DGP, other, REPS, covariates=None, progress=False, out_dir=out)
+    pd.testing.assert_frame_equal(again.data, res.data)
+    # The directory keeps the settings it was written with.
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["methods"][0]["config"]["max_buckets"] == CODEAL.max_buckets
+
+
 def test_sharded_run_equals_unsharded(by4, tmp_path):
     """4 forced CPU devices in a fresh process: same table as the one-device run."""
     ref = tmp_path / "ref.csv"

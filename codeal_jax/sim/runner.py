@@ -12,7 +12,8 @@ devices or on which chunks were resumed from disk.
 With ``out_dir`` every finished chunk is written atomically as a CSV (one row
 per replication and method) next to a JSON of the settings; running again with
 the same settings resumes, and a directory written with other settings is
-refused.
+refused. Config fields that only change how the work is batched (e.g.
+``max_buckets``; the results agree to rounding) are recorded but not compared.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from .dgp import DGPConfig, draw_primitives, outcomes, simulate, treatment
 from .metrics import METRICS, evaluate
 
 SETTINGS_FILE = "settings.json"
+# Config fields that change how work is batched, not what is computed: a study
+# may resume under other values (tests/test_staggered.py checks exactness).
+EXECUTION_ONLY = frozenset({"max_buckets"})
 _CHUNK_RE = re.compile(r"^chunk_(\d+)-(\d+)\.csv$")
 _FORMAT = 1
 DEFAULT_CHUNK = 64
@@ -248,6 +252,15 @@ def _settings(key, dgp, runs, configs, covariates) -> dict:
     )
 
 
+def _comparable(obj: Any) -> Any:
+    """``obj`` (JSON-normal settings) without the :data:`EXECUTION_ONLY` fields."""
+    if isinstance(obj, dict):
+        return {k: _comparable(v) for k, v in obj.items() if k not in EXECUTION_ONLY}
+    if isinstance(obj, list):
+        return [_comparable(v) for v in obj]
+    return obj
+
+
 def _atomic_write(path: str, text: str) -> None:
     """Writes ``text`` to a temporary file in the same directory, then renames it."""
     folder = os.path.dirname(path) or "."
@@ -271,8 +284,9 @@ def _open_dir(out_dir: str, settings: dict) -> pd.DataFrame | None:
     if os.path.exists(path):
         with open(path) as fh:
             old = json.load(fh)
-        if old != settings:
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        old, new = _comparable(old), _comparable(settings)
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(
                 f"{out_dir!r} holds a study with different settings (differing: {diff}); "
                 "use another out_dir or delete it to start over"
