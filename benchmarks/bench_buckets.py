@@ -3,17 +3,15 @@
 Usage:
   python benchmarks/bench_buckets.py --config 3 --groups 10 --buckets 4,8
 
-For each value, one process-local ``jax.jit`` of ``fit(key, panel, config).y0_hat``
-at the paper's settings is called once (compilation + one run) and then
-``--repeats`` more times; compile s is the first call minus the steady median.
+For each value, ``fit(key, panel, config).y0_hat`` at the paper's settings is
+compiled ahead of time and timed with the suite's ``_timing.measure`` (one
+warm-up call, then the median of ``--repeats`` calls).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 
 import jax
 
@@ -21,23 +19,15 @@ import codeal_jax
 from codeal_jax import api
 from codeal_jax.sim import config_preset, paper_config, simulate
 
+import _timing as tm  # benchmarks/ is the script's directory, hence on sys.path
+
 
 def measure(panel, dgp, max_buckets: int, repeats: int) -> tuple[float, float]:
     """(compile s, steady median s) of CoDEAL with ``max_buckets`` on ``panel``."""
     fit, cfg = api.resolve(panel, "codeal", None, paper_config("codeal", dgp))
     cfg = dataclasses.replace(cfg, max_buckets=max_buckets)
-    f = jax.jit(lambda k, p: fit(k, p, cfg).y0_hat)
-    key = jax.random.key(1)
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(key, panel))
-    first = time.perf_counter() - t0
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(key, panel))
-        runs.append(time.perf_counter() - t0)
-    steady = statistics.median(runs)
-    return first - steady, steady
+    m = tm.measure(lambda k, p: fit(k, p, cfg).y0_hat, (jax.random.key(1), panel), repeats, float("inf"))
+    return m["compile_s"], m["median_s"]
 
 
 def main(argv=None) -> None:
