@@ -200,13 +200,19 @@ def _finished_rows(cell_dir: str) -> pd.DataFrame | None:
 def load_complete(cell_dir, key, dgp, covariates, runs, reps):
     """A :class:`StudyResult` read from ``cell_dir`` if it holds all ``reps`` replications.
 
-    Only used when ``settings.json`` matches the study exactly (key, DGP,
-    removal, method names and configs apart from the covariate stage that
-    ``resolve`` fills in); otherwise returns None and ``run_study`` decides.
+    Only used when ``settings.json`` matches the study (key, DGP, removal,
+    method names and configs apart from the covariate stage that ``resolve``
+    fills in and the execution-only batching fields; config fields added since
+    the directory was written count at their defaults); otherwise returns None
+    and ``run_study`` decides.
     """
     import jax
 
     from codeal_jax.sim import StudyResult
+    from codeal_jax.sim.runner import EXECUTION_ONLY, backfill_defaults
+
+    def config(c):  # the fields compared: not the covariate stage, not how the fit is batched
+        return {k: v for k, v in _plain(c).items() if k != "covariates" and k not in EXECUTION_ONLY}
 
     path = os.path.join(cell_dir, "settings.json")
     if not os.path.exists(path):
@@ -217,13 +223,12 @@ def load_complete(cell_dir, key, dgp, covariates, runs, reps):
     try:
         same = (
             settings["key"] == want_key
-            and _plain(settings["dgp"]) == _plain(dgp)
+            and _plain(backfill_defaults(settings["dgp"], dgp)) == _plain(dgp)
             and settings["covariates"] == covariates
             and [m["label"] for m in settings["methods"]] == [m for m, _ in runs]
             and [m["method"] for m in settings["methods"]] == [m for m, _ in runs]
             and all(
-                {k: v for k, v in _plain(m["config"]).items() if k != "covariates"}
-                == {k: v for k, v in _plain(c).items() if k != "covariates"}
+                config(backfill_defaults(m["config"], c)) == config(c)
                 for m, (_, c) in zip(settings["methods"], runs)
             )
         )

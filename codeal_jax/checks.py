@@ -70,3 +70,10 @@ def covariate_stage(cfg, centerings: tuple[str, ...] | None = None) -> None:
     if cfg.centering not in centerings:
         shown = "'auto' or one of " + str(CENTERINGS) if "auto" in centerings else f"one of {centerings}"
         raise ValueError(f"{_name(cfg, 'centering')} must be {shown}, got {cfg.centering!r}")
+
+
+def one_of(cfg, field: str, allowed: tuple[str, ...]) -> None:
+    """A string option that must be one of ``allowed``."""
+    value = getattr(cfg, field)
+    if value not in allowed:
+        raise ValueError(f"{_name(cfg, field)} must be one of {allowed}, got {value!r}")

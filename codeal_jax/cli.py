@@ -49,6 +49,14 @@ def check_out_dir(path: str | None) -> None:
         raise ValueError(f"--out {path!r} exists and is not a directory")
 
 
+def _with_train_inputs(runs, train_inputs: str):
+    """``runs`` with CoDEAL's ``train_inputs`` set (the other methods as they are)."""
+    import dataclasses
+
+    return [(name, dataclasses.replace(cfg, train_inputs=train_inputs) if name == "codeal" else cfg)
+            for name, cfg in runs]
+
+
 def _simulate(args) -> int:
     # Cheap argument checks first: before importing jax or compiling anything.
     for flag, value in (("--reps", args.reps), ("--chunk-size", args.chunk_size), ("--devices", args.devices),
@@ -86,7 +94,7 @@ def _simulate(args) -> int:
     result = sim.run_study(
         jax.random.key(args.seed),
         dgp,
-        sim.paper_methods(_methods(args.methods), dgp),
+        _with_train_inputs(sim.paper_methods(_methods(args.methods), dgp), args.codeal_train_inputs),
         args.reps,
         covariates=covariates,
         chunk_size=args.chunk_size,
@@ -140,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--periods", type=int, default=None, help="override T (e.g. 200 for the code's Config 3)")
     s.add_argument("--units", type=int, default=None, help="override N (small studies, tests)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--codeal-train-inputs", default="zero_filled", choices=["zero_filled", "sub_panel"],
+                   help="staggered Configs 3-4: CoDEAL's encoder input in training: zero outside the loss "
+                        "(the paper, default) or the whole sub-panel with its treated outcomes (the staggered script)")
     s.add_argument("--chunk-size", type=int, default=None, help="replications per compiled chunk")
     s.add_argument("--devices", type=int, default=None, help="shard replications over N devices (CPU: forced host devices)")
     s.add_argument("--out", default=None, help="directory for per-chunk CSVs, settings and the summary (resumable)")

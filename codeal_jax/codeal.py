@@ -28,6 +28,9 @@ from .result import Result
 from .train import masked_mse, train
 
 
+TRAIN_INPUTS = ("zero_filled", "sub_panel")
+
+
 @dataclasses.dataclass(frozen=True)
 class CodealConfig:
     """Static settings of CoDEAL (defaults: the reference code's simulation settings).
@@ -52,6 +55,12 @@ class CodealConfig:
         (one programme each); results agree to rounding. Against 4, 8 cuts
         the steady-state time of the paper's staggered Configs by 30-50%
         and adds 9-33 s of compilation on a 2-core CPU (benchmarks/README.md).
+      train_inputs: staggered designs only: what the encoder reads while a
+        subproblem trains. ``"zero_filled"`` (the paper, and the four-block
+        script): every cell outside the loss is zero, in training and
+        imputation alike. ``"sub_panel"`` (the staggered reference script):
+        training reads the sub-panel's adjusted outcomes, treated cells
+        included, while imputation still zero-fills them.
     """
 
     latent_dim: int = 3
@@ -63,6 +72,7 @@ class CodealConfig:
     centering: str = "auto"
     max_groups: int | None = None
     max_buckets: int = 8
+    train_inputs: str = "zero_filled"
 
     def __post_init__(self):
         checks.at_least_one(self, "latent_dim", "steps", "max_buckets")
@@ -71,6 +81,7 @@ class CodealConfig:
         if self.max_groups is not None and self.max_groups < 2:
             raise ValueError(f"CodealConfig.max_groups must be >= 2 or None, got {self.max_groups}")
         checks.covariate_stage(self, ("auto", *CENTERINGS))
+        checks.one_of(self, "train_inputs", TRAIN_INPUTS)
 
     @classmethod
     def paper_staggered(cls, **overrides) -> "CodealConfig":
@@ -184,7 +195,9 @@ def _block_loss(params, inputs, y_tilde, mask, blocks) -> jax.Array:
     return sse / jnp.maximum(jnp.sum(mask), 1)
 
 
-def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig, blocks=None):
+def fit_autoencoder(
+    key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig, blocks=None, train_inputs=None
+):
     """Trains the multi-output autoencoder on the masked cells and reconstructs.
 
     Args:
@@ -195,18 +208,22 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
       blocks: optional :class:`codeal_jax.staggered.Blocks` layout of the
         mask (units sorted); training then skips the decoders' work on cells
         that cannot be in the loss. Same result, less work.
+      train_inputs: optional (N, T) encoder input during training (the
+        ``"sub_panel"`` variant of ``CodealConfig.train_inputs``); the
+        reconstruction always reads the zero-filled ``y_tilde``.
 
     Returns:
       ``(pred, losses)``: (N, T) reconstruction and (steps,) training losses.
     """
     inputs = jnp.where(mask, y_tilde, 0.0)
+    seen = inputs if train_inputs is None else train_inputs
     present = jnp.sum(jnp.any(mask, axis=1))  # units outside a (padded) sub-panel have no cells
     params = init_autoencoder(key, y_tilde.shape[0], config, fan_in=present)
 
     if blocks is None:
-        loss = lambda p: masked_mse(apply_autoencoder(p, inputs), y_tilde, mask)
+        loss = lambda p: masked_mse(apply_autoencoder(p, seen), y_tilde, mask)
     else:
-        loss = lambda p: _block_loss(p, inputs, y_tilde, mask, blocks)
+        loss = lambda p: _block_loss(p, seen, y_tilde, mask, blocks)
         if blocks.split:
             params = _split_decoders(params, blocks)
 
@@ -216,9 +233,9 @@ def fit_autoencoder(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config:
     return apply_autoencoder(params, inputs), losses
 
 
-def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig, blocks=None):
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: CodealConfig, blocks=None, train_inputs=None):
     """One four-block imputation on adjusted outcomes: ``(pred, status, info)``."""
-    pred, losses = fit_autoencoder(key, y_tilde, mask, config, blocks)
+    pred, losses = fit_autoencoder(key, y_tilde, mask, config, blocks, train_inputs)
     status = jnp.where(jnp.all(jnp.isfinite(losses)), 0, 1).astype(jnp.int32)
     return pred, status, {"loss": losses}
 
@@ -260,7 +277,8 @@ def fit_staggered(key: jax.Array, panel: Panel, config: CodealConfig, design: St
     The covariate stage runs once on the full panel (each period fit on the
     units untreated in it); then one autoencoder per treated block, trained
     together (see :mod:`codeal_jax.staggered`). Treated entries are zero in the
-    encoder input during training and imputation alike.
+    encoder input during training and imputation alike, unless
+    ``config.train_inputs == "sub_panel"``.
 
     Args:
       key: PRNG key.
@@ -273,7 +291,12 @@ def fit_staggered(key: jax.Array, panel: Panel, config: CodealConfig, design: St
     """
     k_cov, k_ae = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, _centering(config, design.r > 2))
-    pred, status, info = staggered.solve(k_ae, panel.w, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets)
+    full = None
+    if config.train_inputs == "sub_panel" and design.r > 2:
+        full = jnp.where(panel.observed, panel.y - prep.offset, 0.0)
+    pred, status, info = staggered.solve(
+        k_ae, panel.w, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets, full
+    )
     return finalize(panel, pred, prep.offset, status, {**prep.info, **info})
 
 

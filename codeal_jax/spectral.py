@@ -121,8 +121,7 @@ class SpectralConfig:
             ("unit_effect", UNIT_EFFECTS),
             ("svd", SVDS),
         ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"SpectralConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            checks.one_of(self, name, allowed)
         checks.at_least_one(self, "rank0", "rank1", "k_max", "propensity_rank", "min_periods")
         if self.stack_rank is not None and self.stack_rank < 1:
             raise ValueError(f"SpectralConfig.stack_rank must be >= 1 or None, got {self.stack_rank}")

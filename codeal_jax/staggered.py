@@ -100,13 +100,17 @@ def padded_cost(design: StaggeredDesign, max_buckets: int) -> float:
     return cells / (design.n_units * design.n_periods)
 
 
+def sub_panel(sub: Subproblem, rows: int, cols: int) -> np.ndarray:
+    """(rows, cols) bool: the subproblem's sub-panel, in padded coordinates."""
+    return (np.arange(rows)[:, None] < sub.rows) & (np.arange(cols)[None, :] < sub.cols)
+
+
 def subproblem_mask(sub: Subproblem, rows: int, cols: int) -> np.ndarray:
     """(rows, cols) bool: the sub-panel minus its D region, in padded coordinates."""
     r = np.arange(rows)[:, None]
     c = np.arange(cols)[None, :]
-    inside = (r < sub.rows) & (c < sub.cols)
     d_region = (r >= sub.ctrl_rows) & (c >= sub.pre_cols)
-    return inside & ~d_region
+    return sub_panel(sub, rows, cols) & ~d_region
 
 
 def solve(
@@ -118,6 +122,7 @@ def solve(
     impute: ImputeFn,
     config,
     max_buckets: int = 4,
+    sub_panel_inputs=None,
 ):
     """Imputes every treated block of a staggered design.
 
@@ -131,6 +136,10 @@ def solve(
       impute: the method's single-problem imputation.
       config: the method's static config, passed to ``impute``.
       max_buckets: cap on distinct padded shapes (each is compiled once).
+      sub_panel_inputs: optional (N, T) adjusted outcomes on every observed
+        cell, treated ones included; each subproblem then trains on its whole
+        sub-panel of them (``impute``'s ``train_inputs``), as the staggered
+        reference script does. None: training inputs are zero-filled.
 
     Returns:
       ``(pred, status, info)``: (N, T) imputations on every treated block (0
@@ -140,6 +149,7 @@ def solve(
     order = sort_order(w)
     ys = y_tilde[order]
     ms = fit_mask[order]
+    full = None if sub_panel_inputs is None else sub_panel_inputs[order]
     subs = design.subproblems()
     n, t = ys.shape
     pred = jnp.zeros((n, t), ys.dtype)
@@ -156,12 +166,18 @@ def solve(
         b_cols = max(m.pre_cols for m in members)
         split = a_rows + b_rows == bucket.rows and all(m.ctrl_rows == a_rows for m in members)
 
-        def one(args):
-            k, m, c = args
-            blocks = Blocks(ctrl=c, a_rows=a_rows, b_rows=b_rows, b_cols=b_cols, split=split)
-            return impute(k, jnp.where(m, inputs, 0.0), m, config, blocks)
+        extra = ()
+        if full is not None:
+            inside = np.stack([sub_panel(subs[j], bucket.rows, bucket.cols) for j in bucket.members])
+            extra = (jnp.where(inside, full[None, : bucket.rows, : bucket.cols], 0.0),)
 
-        out, st, info = jax.vmap(one)((keys, masks, ctrl))
+        def one(args):
+            k, m, c, *seen = args
+            blocks = Blocks(ctrl=c, a_rows=a_rows, b_rows=b_rows, b_cols=b_cols, split=split)
+            kwargs = {"train_inputs": seen[0]} if seen else {}
+            return impute(k, jnp.where(m, inputs, 0.0), m, config, blocks, **kwargs)
+
+        out, st, info = jax.vmap(one)((keys, masks, ctrl, *extra))
         for pos, j in enumerate(bucket.members):
             s = subs[j]
             pred = pred.at[s.target_row0 : s.rows, s.target_col0 : s.cols].set(

@@ -243,6 +243,19 @@ def test_sensitivity_cells_variants_and_table():
     assert "| c1-linear-tanh-linear | mc_nnm | v | 0.769 (0.014) | 0.837 (0.007) | -4.3 |" in text
 
 
+def test_published_c3_relu_mlp_codeal_mae_is_out_of_line_with_its_mse():
+    """The README's reading of Table 4b: MAE / sqrt(MSE) is 0.74-0.77 in every ReLU-MLP cell but
+    Vert-Reg's (whose errors explode) and CoDEAL's at Config 3, r = 5 (0.671)."""
+    pub = pt.load_published()
+    cells = pub[(pub["table"] == "4b") & (pub["factor"] == "relu_mlp") & (pub["method"] != "vert_reg")]
+    wide = cells.pivot_table(index=["config", "r", "method"], columns="metric", values="mean")
+    ratio = wide["cf_mae"] / np.sqrt(wide["cf_mse"])
+    odd = ratio.loc[(3, 5, "codeal")]
+    rest = ratio.drop(index=(3, 5, "codeal"))
+    assert len(rest) == 19 and odd == pytest.approx(0.671, abs=1e-3)
+    assert rest.min() > 0.74 and rest.max() < 0.77
+
+
 def test_bad_arguments_rejected():
     for argv in (["--tables", "5"], ["--methods", "codeal,foo"], ["--reps", "0"]):
         with pytest.raises(SystemExit):

@@ -325,6 +325,7 @@ SIM = ["simulate", "--units", "12", "--periods", "8", "--methods", "did", "--cov
         (["--reps", "two"], r"argument --reps: invalid int value: 'two'"),
         (["--reps", "2", "--config", "3", "--groups", "1"], r"n_groups >= 2, got 1"),
         (["--reps", "2", "--bogus"], r"unrecognized arguments: --bogus"),
+        (["--reps", "2", "--codeal-train-inputs", "leaky"], r"argument --codeal-train-inputs: invalid choice: 'leaky'"),
     ],
 )
 def test_cli_simulate_errors_are_one_line(capsys, extra, message):
@@ -332,6 +333,17 @@ def test_cli_simulate_errors_are_one_line(capsys, extra, message):
     assert rc == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert re.search(message, err), err
+
+
+def test_cli_codeal_train_inputs_reach_codeal_only():
+    from codeal_jax import sim
+
+    dgp = sim.config_preset(3, n_groups=5)
+    runs = sim.paper_methods(["codeal", "did"], dgp)
+    changed = cli._with_train_inputs(runs, "sub_panel")
+    assert [n for n, _ in changed] == ["codeal", "did"]
+    assert changed[0][1].train_inputs == "sub_panel" and runs[0][1].train_inputs == "zero_filled"
+    assert changed[0][1].latent_dim == runs[0][1].latent_dim and changed[1][1] == runs[1][1]
 
 
 def test_cli_simulate_out_is_a_file(capsys, csv_files):

@@ -136,6 +136,33 @@ def test_resumes_under_other_batching_fields(by4):
     assert settings["methods"][0]["config"]["max_buckets"] == CODEAL.max_buckets
 
 
+def test_reads_back_directories_written_before_a_config_field_existed(by4, tmp_path, monkeypatch):
+    """A field added to a config class since the directory was written counts at its default:
+    the finished study reads back (without compiling anything); a non-default value is refused."""
+    import shutil
+
+    res, out = by4
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    settings = json.loads((old / "settings.json").read_text())
+    del settings["methods"][0]["config"]["train_inputs"]  # as written before the field existed
+    del settings["dgp"]["noise_sd"]
+    (old / "settings.json").write_text(json.dumps(settings))
+
+    def no_compile(*args, **kw):
+        raise AssertionError("a finished study must not compile")
+
+    monkeypatch.setattr(runner, "_fit_memory", no_compile)
+    again = run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False, out_dir=old)
+    pd.testing.assert_frame_equal(again.data, res.data)
+    leaky = [("codeal", cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3,
+                                         train_inputs="sub_panel"))] + METHODS_USED[1:]
+    with pytest.raises(ValueError, match=r"different settings.*methods"):
+        run_study(KEY, DGP, leaky, REPS, covariates=None, progress=False, out_dir=old)
+    assert runner.backfill_defaults({"steps": 3}, CODEAL)["train_inputs"] == "zero_filled"
+    assert runner.backfill_defaults([1], CODEAL) == [1]
+
+
 def test_sharded_run_equals_unsharded(by4, tmp_path):
     """4 forced CPU devices in a fresh process: same table as the one-device run."""
     ref = tmp_path / "ref.csv"

@@ -119,8 +119,7 @@ class MCNNMConfig:
             object.__setattr__(self, "lam", float(self.lam))
         if self.rank is not None:
             checks.at_least_one(self, "rank")
-        if self.rank_rule not in RANK_RULES:
-            raise ValueError(f"MCNNMConfig.rank_rule must be one of {RANK_RULES}, got {self.rank_rule!r}")
+        checks.one_of(self, "rank_rule", RANK_RULES)
         if not isinstance(self.cv, bool):
             raise ValueError(f"MCNNMConfig.cv must be True or False, got {self.cv!r}")
         if self.lam is None and not self.cv and self.rank is None:

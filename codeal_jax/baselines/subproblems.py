@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import staggered
+from .. import checks, staggered
 from ..covariates import fit_cells, prepare
 from ..design import (
     StaggeredDesign,
@@ -38,8 +38,7 @@ OPTIONS = ("subproblems", "whole")
 
 def check_option(cfg) -> None:
     """Validates ``cfg.staggered`` (host side), naming the field and the bad value."""
-    if cfg.staggered not in OPTIONS:
-        raise ValueError(f"{type(cfg).__name__}.staggered must be one of {OPTIONS}, got {cfg.staggered!r}")
+    checks.one_of(cfg, "staggered", OPTIONS)
 
 
 def centering(config, per_block: bool) -> str:

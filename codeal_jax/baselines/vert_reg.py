@@ -90,8 +90,7 @@ class VertRegConfig:
     max_buckets: int = 4
 
     def __post_init__(self):
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"VertRegConfig.penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        checks.one_of(self, "penalty", PENALTIES)
         if self.penalty != "none" and not self.alpha > 0:
             raise ValueError(f"VertRegConfig.alpha must be > 0 with penalty={self.penalty!r}, got {self.alpha}")
         if not 0.0 <= self.l1_ratio <= 1.0:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from .. import checks
 from ..panel import Panel
 
 DESIGNS = ("four_block", "staggered")
@@ -113,8 +114,7 @@ class DGPConfig:
             ("covariate", COVARIATES),
             ("polynomial_quadratic", QUADRATICS),
         ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"DGPConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            checks.one_of(self, name, allowed)
         if self.covariate != "none" and self.n_covariates < 1:
             raise ValueError(f"covariate={self.covariate!r} needs n_covariates >= 1")
         if not self.noise_sd >= 0 or not self.tau_sd >= 0:

@@ -252,6 +252,38 @@ def _settings(key, dgp, runs, configs, covariates) -> dict:
     )
 
 
+def _default(field: dataclasses.Field) -> Any:
+    """A dataclass field's default (``_NO_DEFAULT`` if it has none)."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return _NO_DEFAULT
+
+
+_NO_DEFAULT = object()
+
+
+def backfill_defaults(old: Any, obj: Any) -> Any:
+    """``old`` (a config read back from ``settings.json``) with the fields that
+    ``obj``'s class has gained since, where ``obj`` holds their defaults.
+
+    A study written before a config field existed ran with that field's
+    default, so asking for the default again is the same study; a non-default
+    value stays missing from ``old`` and the settings differ.
+    """
+    if not (dataclasses.is_dataclass(obj) and isinstance(old, dict)):
+        return old
+    out = dict(old)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in out:
+            out[f.name] = backfill_defaults(out[f.name], value)
+        elif (default := _default(f)) is not _NO_DEFAULT and _jsonable(value) == _jsonable(default):
+            out[f.name] = _jsonable(value)
+    return out
+
+
 def _comparable(obj: Any) -> Any:
     """``obj`` (JSON-normal settings) without the :data:`EXECUTION_ONLY` fields."""
     if isinstance(obj, dict):
@@ -277,13 +309,25 @@ def _atomic_write(path: str, text: str) -> None:
         raise
 
 
-def _open_dir(out_dir: str, settings: dict) -> pd.DataFrame | None:
-    """Checks or writes ``settings.json``; returns the rows of finished chunks."""
+def _open_dir(out_dir: str, settings: dict, dgp: DGPConfig, configs: Sequence) -> pd.DataFrame | None:
+    """Checks or writes ``settings.json``; returns the rows of finished chunks.
+
+    ``dgp`` and ``configs`` (the study's config objects) fill in fields added
+    to their classes after the directory was written (:func:`backfill_defaults`).
+    """
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, SETTINGS_FILE)
     if os.path.exists(path):
         with open(path) as fh:
             old = json.load(fh)
+        if isinstance(old, dict):
+            old["dgp"] = backfill_defaults(old.get("dgp"), dgp)
+            methods = old.get("methods")
+            if isinstance(methods, list) and len(methods) == len(configs):
+                old["methods"] = [
+                    {**m, "config": backfill_defaults(m.get("config"), c)} if isinstance(m, dict) else m
+                    for m, c in zip(methods, configs)
+                ]
         old, new = _comparable(old), _comparable(settings)
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -432,20 +476,22 @@ def run_study(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
     chunk_fn, configs, split = _programme(dgp_config, tuple(runs), covariates, devices)
-    auto = chunk_size is None
-    chunk_size = min(reps, DEFAULT_CHUNK) if auto else int(chunk_size)
-    chunk_size = _fit_memory(key, dgp_config, runs, covariates, devices, chunk_size, auto)
-    width = -(-chunk_size // n_dev) * n_dev  # padded chunk: a multiple of the device count
     labels = [r.label for r in runs]
     settings = _settings(key, dgp_config, runs, configs, covariates)
 
     done = None
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
-        done = _open_dir(out_dir, settings)
+        done = _open_dir(out_dir, settings, dgp_config, configs)
     finished = set() if done is None else set(done["rep"].astype(int))
     todo = np.asarray([j for j in range(reps) if j not in finished], np.int64)
     frames = [] if done is None else [done[done["rep"] < reps]]
+
+    auto = chunk_size is None
+    chunk_size = min(reps, DEFAULT_CHUNK) if auto else int(chunk_size)
+    if len(todo):  # the memory check compiles; a finished study needs no compilation
+        chunk_size = _fit_memory(key, dgp_config, runs, covariates, devices, chunk_size, auto)
+    width = -(-chunk_size // n_dev) * n_dev  # padded chunk: a multiple of the device count
 
     with tqdm(total=reps, initial=reps - len(todo), disable=not progress, desc="replications", unit="rep") as bar:
         for lo in range(0, len(todo), int(chunk_size)):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from .. import checks
 from ..panel import Panel
 
 FACTORS = ("normal", "uniform")
@@ -68,8 +69,7 @@ class SpectralDGPConfig:
         for name in ("n_units", "n_periods", "k0", "k_m"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SpectralDGPConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.factors not in FACTORS:
-            raise ValueError(f"SpectralDGPConfig.factors must be one of {FACTORS}, got {self.factors!r}")
+        checks.one_of(self, "factors", FACTORS)
         if not 0 < self.p_min <= self.p_max < 1:
             raise ValueError(f"need 0 < p_min <= p_max < 1, got {self.p_min}, {self.p_max}")
         if self.sigma < 0 or not 0 <= self.nu < 1:
