@@ -11,7 +11,7 @@ paper's text and the reference code leave open:
 - Single AE training length: 50 full-batch Adam steps (the reference code's
   CoDEAL setting, which the paper says the Single AE shares) or 200.
 - CoDEAL training length: 50 or 100 steps (the ReLU-covariate cells only).
-- CoDEAL's training inputs on staggered designs (Table 4b's r = 5 cells): zero
+- CoDEAL's training inputs on staggered designs (Table 4b's cells): zero
   outside the loss, as the paper describes, or the whole sub-panel with its
   treated outcomes, as the staggered reference script trains
   (``CodealConfig.train_inputs="sub_panel"``).
@@ -53,6 +53,7 @@ VARIANTS = {
 BASELINES = ("mc_nnm", "mc_nnm_first", "single_ae", "single_ae_200")
 WITH_CODEAL = BASELINES + ("codeal", "codeal_100")
 STAGGERED = ("codeal", "codeal_sub_panel")
+FACTORS = ("linear", "sine", "polynomial", "relu_mlp")
 
 # (cell, variants): the disagreeing cells of Tables 2-3 and, for contrast, cells that agree.
 CELLS = (
@@ -67,7 +68,9 @@ CELLS = (
     (Cell(2, "sine", "poly", "linear"), BASELINES),
     (Cell(2, "linear", "relu", "dnn"), WITH_CODEAL),
     (Cell(2, "linear", "relu", "linear"), WITH_CODEAL),
-    *((Cell(c, f, "none", "none", 5), STAGGERED) for c in (3, 4) for f in ("linear", "sine", "polynomial", "relu_mlp")),
+    *((Cell(c, f, "none", "none", 5), STAGGERED) for c in (3, 4) for f in FACTORS),
+    # r = 10: the leaky variant only (the zero-filled rows are Table 4b's, same key and draws).
+    *((Cell(c, f, "none", "none", 10), ("codeal_sub_panel",)) for c in (3, 4) for f in FACTORS),
 )
 
 
