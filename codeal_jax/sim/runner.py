@@ -252,6 +252,9 @@ def _settings(key, dgp, runs, configs, covariates) -> dict:
     )
 
 
+_NO_DEFAULT = object()
+
+
 def _default(field: dataclasses.Field) -> Any:
     """A dataclass field's default (``_NO_DEFAULT`` if it has none)."""
     if field.default is not dataclasses.MISSING:
@@ -259,9 +262,6 @@ def _default(field: dataclasses.Field) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return _NO_DEFAULT
-
-
-_NO_DEFAULT = object()
 
 
 def backfill_defaults(old: Any, obj: Any) -> Any:
