@@ -138,3 +138,21 @@ def test_only_errors_clearly(only, message, capsys):
     assert message in err and only in err
     if message == "matches no workload":
         assert "codeal_c2" in err  # lists the valid names
+
+
+def test_bench_threads_compares_all_cores_with_one():
+    """benchmarks/bench_threads.py on tiny shapes: one row per workload, ratio = all cores / one core."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.join(BENCH, "bench_threads.py"), "--units", "4", "--rows", "8", "--width", "4",
+           "--repeats", "1"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in ("matmul", "bmm", "bmm x2 threads"):
+            rows[cells[0]] = [float(c) for c in cells[1:]]
+    assert set(rows) == {"matmul", "bmm", "bmm x2 threads"}, out
+    for every, one, ratio in rows.values():
+        assert every > 0 and one > 0
+        assert ratio == pytest.approx(every / one, abs=0.01 + 0.01 * ratio)
