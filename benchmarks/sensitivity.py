@@ -11,6 +11,9 @@ paper's text and the reference code leave open:
 - Single AE training length: 50 full-batch Adam steps (the reference code's
   CoDEAL setting, which the paper says the Single AE shares) or 200.
 - CoDEAL training length: 50 or 100 steps (the ReLU-covariate cells only).
+- The covariate networks' training length: 400 full-batch Adam steps (the
+  reference code), or 200, 600 or 2000 (CoDEAL in the ReLU-covariate cell with
+  DNN removal only).
 - CoDEAL's training inputs on staggered designs (Table 4b's cells): zero
   outside the loss, as the paper describes, or the whole sub-panel with its
   treated outcomes, as the staggered reference script trains
@@ -49,9 +52,14 @@ VARIANTS = {
     "codeal": ("codeal", {}, "paper settings: 50 steps"),
     "codeal_100": ("codeal", {"steps": 100}, "100 steps"),
     "codeal_sub_panel": ("codeal", {"train_inputs": "sub_panel"}, "trains on the whole sub-panel (staggered script)"),
+    **{
+        f"codeal_cov_{n}": ("codeal", {"covariates.steps": n}, f"covariate networks trained {n} steps, not 400")
+        for n in (200, 600, 2000)
+    },
 }
 BASELINES = ("mc_nnm", "mc_nnm_first", "single_ae", "single_ae_200")
 WITH_CODEAL = BASELINES + ("codeal", "codeal_100")
+COVARIATE_STEPS = ("codeal_cov_200", "codeal_cov_600", "codeal_cov_2000")
 STAGGERED = ("codeal", "codeal_sub_panel")
 FACTORS = ("linear", "sine", "polynomial", "relu_mlp")
 
@@ -66,12 +74,21 @@ CELLS = (
     (Cell(2, "linear", "tanh", "linear"), BASELINES),
     (Cell(2, "sine", "tanh", "linear"), BASELINES),
     (Cell(2, "sine", "poly", "linear"), BASELINES),
-    (Cell(2, "linear", "relu", "dnn"), WITH_CODEAL),
+    (Cell(2, "linear", "relu", "dnn"), WITH_CODEAL + COVARIATE_STEPS),
     (Cell(2, "linear", "relu", "linear"), WITH_CODEAL),
     *((Cell(c, f, "none", "none", 5), STAGGERED) for c in (3, 4) for f in FACTORS),
     # r = 10: the leaky variant only (the zero-filled rows are Table 4b's, same key and draws).
     *((Cell(c, f, "none", "none", 10), ("codeal_sub_panel",)) for c in (3, 4) for f in FACTORS),
 )
+
+
+def with_overrides(config, over: dict):
+    """``config`` with fields replaced; a dotted name (``"covariates.steps"``) reaches into a nested config."""
+    for name, value in over.items():
+        head, _, rest = name.partition(".")
+        value = with_overrides(getattr(config, head), {rest: value}) if rest else value
+        config = dataclasses.replace(config, **{head: value})
+    return config
 
 
 def published_for(pub: pd.DataFrame, cell: Cell, method: str) -> tuple[float, float]:
@@ -98,7 +115,7 @@ def run(args) -> pd.DataFrame:
         runs = []
         for label in labels:
             method, over, _ = VARIANTS[label]
-            runs.append((label, method, dataclasses.replace(sim.paper_config(method, dgp), **over)))
+            runs.append((label, method, with_overrides(sim.paper_config(method, dgp), over)))
         t0 = time.perf_counter()
         result = sim.run_study(
             key,
@@ -127,7 +144,8 @@ def markdown(frame: pd.DataFrame, args, wall_s: float) -> str:
     lines = [
         "### Sensitivity of the disagreeing cells to settings the paper leaves open",
         "",
-        f"Command: `{shlex.join(['python', 'benchmarks/sensitivity.py', *args.argv])}` ({wall_s:.0f} s). "
+        f"Command: `{shlex.join(['python', 'benchmarks/sensitivity.py', *args.argv])}` ({wall_s:.0f} s in this "
+        "invocation; cells already finished in the runs directory are read back, not rerun). "
         f"{machine_line()}. Counterfactual MAE, ours with {'/'.join(map(str, reps))} replications and the study key "
         f"`jax.random.key({args.seed})` of `paper_tables.py` (the paper-settings rows repeat the tables' numbers); "
         "z = (ours - published) / sqrt(se_ours^2 + se_pub^2).",
