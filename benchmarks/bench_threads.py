@@ -31,51 +31,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
 import time
 
 
-def _median(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def worker(units: int, rows: int, width: int, repeats: int) -> dict:
     """Runs the three measurements in this process; returns GFLOP/s by name."""
     import codeal_jax
 
-    codeal_jax.tune_cpu()
+    codeal_jax.tune_cpu()  # before anything starts JAX's backend
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
-    keys = jax.random.split(jax.random.key(0), 4)
-    a = jax.random.normal(keys[0], (2000, 2000), jnp.float32)
-    x = jax.random.normal(keys[1], (units, rows, width), jnp.float32)
-    x2 = jax.random.normal(keys[2], (units, rows, width), jnp.float32)
-    w = jax.random.normal(keys[3], (units, width, width), jnp.float32)
-    matmul = jax.jit(lambda m: m @ m)
+    import _timing as tm  # benchmarks/ is the script's directory, hence on sys.path
+
+    rng = np.random.default_rng(1)
+    x, x2 = (jnp.asarray(rng.normal(size=(units, rows, width)), jnp.float32) for _ in range(2))
+    w = jnp.asarray(rng.normal(size=(units, width, width)), jnp.float32)
     bmm = jax.jit(lambda u, v: jnp.einsum("btk,bkj->btj", u, v))
 
     def both():
-        threads = [threading.Thread(target=lambda u=u: bmm(u, w).block_until_ready()) for u in (x, x2)]
-        for th in threads:
+        pool = [threading.Thread(target=lambda u=u: bmm(u, w).block_until_ready()) for u in (x, x2)]
+        for th in pool:
             th.start()
-        for th in threads:
+        for th in pool:
             th.join()
 
-    bmm_flop = 2.0 * units * rows * width * width
+    _, both_s, _ = tm.time_call(both, repeats=repeats)
     return {
-        "matmul": 2.0 * 2000**3 / _median(lambda: matmul(a).block_until_ready(), repeats) / 1e9,
-        "bmm": bmm_flop / _median(lambda: bmm(x, w).block_until_ready(), repeats) / 1e9,
-        "bmm x2 threads": 2 * bmm_flop / _median(both, repeats) / 1e9,
+        "matmul": tm.matmul_gflops(repeats=repeats),
+        "bmm": tm.batched_matmul_gflops(units, rows, width, repeats=repeats),
+        "bmm x2 threads": 2.0 * 2 * units * rows * width * width / both_s / 1e9,
     }
 
 
