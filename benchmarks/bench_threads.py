@@ -37,6 +37,15 @@ import threading
 import time
 
 
+def _together(*fns) -> None:
+    """Calls every function at once, each on its own thread, and waits for all."""
+    pool = [threading.Thread(target=fn) for fn in fns]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+
+
 def worker(units: int, rows: int, width: int, repeats: int) -> dict:
     """Runs the three measurements in this process; returns GFLOP/s by name."""
     import codeal_jax
@@ -54,11 +63,7 @@ def worker(units: int, rows: int, width: int, repeats: int) -> dict:
     bmm = jax.jit(lambda u, v: jnp.einsum("btk,bkj->btj", u, v))
 
     def both():
-        pool = [threading.Thread(target=lambda u=u: bmm(u, w).block_until_ready()) for u in (x, x2)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
+        _together(*(lambda u=u: bmm(u, w).block_until_ready() for u in (x, x2)))
 
     _, both_s, _ = tm.time_call(both, repeats=repeats)
     return {
@@ -93,11 +98,7 @@ def study(methods: list[str], chunk: int, rounds: int = 3) -> None:
         call(chunk, chunk)
 
     def threads():
-        pool = [threading.Thread(target=call, args=(lo, chunk)) for lo in (0, chunk)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
+        _together(lambda: call(0, chunk), lambda: call(chunk, chunk))
 
     ways = {f"2 chunks of {chunk} in turn": in_turn, f"1 chunk of {2 * chunk}": lambda: call(0, 2 * chunk),
             f"2 chunks of {chunk} on 2 threads": threads}
