@@ -187,7 +187,7 @@ def _plain(obj):
     return strip(obj)
 
 
-def _finished_rows(cell_dir: str) -> pd.DataFrame | None:
+def finished_rows(cell_dir: str) -> pd.DataFrame | None:
     """Rows of the chunk CSVs that run_study wrote to ``cell_dir`` (None if none)."""
     if not os.path.isdir(cell_dir):
         return None
@@ -236,7 +236,7 @@ def load_complete(cell_dir, key, dgp, covariates, runs, reps):
         return None
     if not same:
         return None
-    rows = _finished_rows(cell_dir)
+    rows = finished_rows(cell_dir)
     if rows is None:
         return None
     rows = rows[rows["rep"] < reps].drop_duplicates(["rep", "method"])

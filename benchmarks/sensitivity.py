@@ -160,6 +160,14 @@ def markdown(frame: pd.DataFrame, args, wall_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def publish(text: str, frame: pd.DataFrame, out: str) -> None:
+    """Prints the markdown table and writes it to ``out``, with the frame as CSV beside it."""
+    print(text)
+    with open(out, "w") as f:
+        f.write(text)
+    frame.to_csv(os.path.splitext(out)[0] + ".csv", index=False)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -179,11 +187,7 @@ def main(argv=None) -> int:
     tune_cpu()
     t0 = time.perf_counter()
     frame = run(args)
-    text = markdown(frame, args, time.perf_counter() - t0)
-    print(text)
-    with open(args.out, "w") as f:
-        f.write(text)
-    frame.to_csv(os.path.splitext(args.out)[0] + ".csv", index=False)
+    publish(markdown(frame, args, time.perf_counter() - t0), frame, args.out)
     return 0
 
 

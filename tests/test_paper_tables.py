@@ -350,3 +350,54 @@ def test_quick_fragments(quick_run):
     for name in ("c1-linear-none-none_s0_did", "c3r5-linear-none-none_s0_did"):
         assert (out / "quick" / name / "settings.json").exists()
         assert (out / "quick" / f"{name}.timing.json").exists()
+
+
+def _load_contrasts():
+    spec = importlib.util.spec_from_file_location("contrasts", os.path.join(REPO, "benchmarks", "contrasts.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # imports "paper_tables" (registered above) and "sensitivity"
+    return mod
+
+
+def _rows(values, failed=()):
+    """run_study-style rows: replication j of every paper method has cf_mae values[j] (+ the method's index)."""
+    return pd.DataFrame([dict(rep=j, method=m, status=int(j in failed), cf_mae=v + 0.01 * i)
+                         for j, v in enumerate(values) for i, m in enumerate(pt.PAPER_METHODS)])
+
+
+def test_contrasts_pair_replications_and_compare_with_the_paper(tmp_path):
+    """benchmarks/contrasts.py: the paired difference skips failed and extra replications; the paper's
+    difference gets the independent-cells SE; the script reads paper_tables' cell directories."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))  # contrasts.py imports sensitivity.py by name
+    try:
+        con = _load_contrasts()
+    finally:
+        sys.path.pop(0)
+    a = _rows([1.0, 2.0, 4.0, 8.0, 9.0], failed=(3,))
+    b = _rows([0.5, 1.0, 1.0, 0.0, 0.0])
+    d = np.array([0.5, 1.0, 3.0])  # reps=4 keeps reps 0-3, and rep 3 failed in a
+    mean, se, n = con.paired_difference(a, b, "did", reps=4)
+    assert n == 3 and mean == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert np.isnan(con.paired_difference(a, b, "did", reps=1)[1])
+    pub = pt.load_published()
+    diff, se = con.published_difference(pub, pt.Cell(2, "linear", "relu", "dnn"), pt.Cell(2, "linear", "tanh", "dnn"),
+                                        "codeal")
+    assert diff == pytest.approx(0.612 - 0.644) and se == pytest.approx(np.hypot(0.005, 0.005))
+
+    for cov, values in (("relu", [1.0, 2.0, 4.0]), ("tanh", [0.5, 1.0, 1.0])):
+        folder = tmp_path / f"c1-linear-{cov}-dnn_s0_all"
+        folder.mkdir()
+        _rows(values).to_csv(folder / "chunk_000000-000002.csv", index=False)
+    out = tmp_path / "contrasts.md"
+    assert con.main(["--runs-dir", str(tmp_path), "--reps", "3", "--out", str(out)]) == 0
+    frame = pd.read_csv(tmp_path / "contrasts.csv")
+    assert len(frame) == len(pt.PAPER_METHODS) and set(frame["reps"]) == {3}  # the other 7 pairs are skipped
+    row = frame[frame["method"] == "codeal"].iloc[0]
+    p_mean, p_se = con.published_difference(pub, pt.Cell(1, "linear", "relu", "dnn"),
+                                            pt.Cell(1, "linear", "tanh", "dnn"), "codeal")
+    assert row["mean"] == pytest.approx(1.5) and row["pub_mean"] == pytest.approx(p_mean)
+    assert row["z"] == pytest.approx(pt.z_score(1.5, d.std(ddof=1) / np.sqrt(3), p_mean, p_se))
+    assert "`python benchmarks/contrasts.py --runs-dir" in out.read_text()
+    for bad in (["--pair", "relu"], ["--pair", "relu,none"], ["--pair", "relu,foo"]):
+        with pytest.raises(SystemExit):
+            con.main(bad + ["--runs-dir", str(tmp_path)])
