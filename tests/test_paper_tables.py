@@ -401,3 +401,26 @@ def test_contrasts_pair_replications_and_compare_with_the_paper(tmp_path):
     for bad in (["--pair", "relu"], ["--pair", "relu,none"], ["--pair", "relu,foo"]):
         with pytest.raises(SystemExit):
             con.main(bad + ["--runs-dir", str(tmp_path)])
+
+
+def test_agreement_figure_from_the_tables_csvs(tmp_path):
+    """benchmarks/plot_tables.py draws one panel per table CSV it finds plus the z histogram."""
+    spec = importlib.util.spec_from_file_location("plot_tables", os.path.join(REPO, "benchmarks", "plot_tables.py"))
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    rows = [dict(table="2", method=m, metric=metric, mean=0.6 + 0.01 * i, pub_mean=0.6, z=z, reps=10, available=True)
+            for i, m in enumerate(pt.PAPER_METHODS) for metric, z in (("cf_mae", 4.0 - i), ("cf_mse", 0.5))]
+    rows.append(dict(table="2", method="vert_reg", metric="cf_mae", mean=np.nan, pub_mean=0.7, z=np.nan, reps=10,
+                     available=False))
+    pd.DataFrame(rows).to_csv(tmp_path / "paper_table_2.csv", index=False)
+    frames = plot.load_tables(["2", "3"], str(tmp_path))
+    assert list(frames) == ["2"] and len(frames["2"]) == 12  # no table 3 CSV; the unavailable row dropped
+    out = tmp_path / "fig.png"
+    assert plot.main(["--tables", "2,3", "--results", str(tmp_path), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = plot.agreement_figure(frames)
+    scatter, hist = fig.axes
+    assert "10 reps" in scatter.get_title() and "12 z-scores" in hist.get_title()
+    for bad in (["--tables", "5"], ["--tables", "3", "--results", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            plot.main(bad)
