@@ -186,6 +186,20 @@ def test_redraws_and_fixed_tau():
     np.testing.assert_array_equal(_draw_and_map(k1, config)[1][0].y, p1.y)
 
 
+def test_covariate_generators_share_the_other_draws():
+    """Cells that differ only in the covariate generator see the same noise, tau, X and factor effects
+    from one key, so their outcomes differ by the covariate effects alone (benchmarks/contrasts.py
+    pairs replications on this)."""
+    key = jax.random.PRNGKey(3)
+    a, b = (DGPConfig(**SMALL, covariate=c) for c in ("relu", "tanh"))
+    (pa, ta), (pb, tb) = simulate(key, a), simulate(key, b)
+    for field in ("tau", "factor_effect"):
+        np.testing.assert_array_equal(getattr(ta, field), getattr(tb, field))
+    np.testing.assert_array_equal(pa.x, pb.x)
+    assert not np.allclose(ta.covariate_effect, tb.covariate_effect)
+    np.testing.assert_allclose(pa.y - pb.y, ta.covariate_effect - tb.covariate_effect, rtol=0, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def batch():
     """Three replications of the staggered case, drawn by a vmapped ``simulate``."""
