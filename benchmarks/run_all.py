@@ -37,6 +37,7 @@ SCRIPTS = {
     "spectral": (["--quick"], []),
 }
 ORDER = ["optimisations", "codeal", "studies", "mc_nnm", "spectral"]
+LAST = ["sensitivity", "contrasts"]  # they read the paper tables' runs, so they follow those tables
 
 HEADER = """# Benchmarks
 
@@ -49,11 +50,12 @@ benchmarks; `--assemble` only rebuilds this file from `benchmarks/results/*.md`.
 
 
 def fragment_names() -> list[str]:
-    """Fragments in README order: the suite tables first, then ORDER, then the rest alphabetically."""
+    """Fragments in README order: the suite tables first, then ORDER, the rest alphabetically, then LAST."""
     have = sorted(f[:-3] for f in os.listdir(RESULTS) if f.endswith(".md"))
     suite = [n for n in have if n == "suite"] + [n for n in have if n.startswith("suite_")]
     names = suite + [n for n in ORDER if n in have and n not in suite]
-    return names + [n for n in have if n not in names]
+    last = [n for n in LAST if n in have and n not in names]
+    return names + [n for n in have if n not in names and n not in last] + last
 
 
 def assemble() -> str:

@@ -156,3 +156,13 @@ def test_bench_threads_compares_all_cores_with_one():
     for every, one, ratio in rows.values():
         assert every > 0 and one > 0
         assert ratio == pytest.approx(every / one, abs=0.01 + 0.01 * ratio)
+
+
+def test_readme_fragments_order(tmp_path, monkeypatch):
+    """--assemble: the suite tables, then ORDER, the rest alphabetically, then the scripts that read the tables."""
+    for name in ("contrasts", "zeta", "paper_table_2", "sensitivity", "codeal", "suite_gpu", "suite", "optimisations"):
+        (tmp_path / f"{name}.md").write_text(name)
+    monkeypatch.setattr(run_all, "RESULTS", str(tmp_path))
+    assert run_all.fragment_names() == [
+        "suite", "suite_gpu", "optimisations", "codeal", "paper_table_2", "zeta", "sensitivity", "contrasts"
+    ]
