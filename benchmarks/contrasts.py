@@ -17,6 +17,7 @@ z-scores here are conservative.
 
 Usage:
   python benchmarks/contrasts.py --runs-dir benchmarks/results/paper_runs/r50            # relu - tanh
+  python benchmarks/contrasts.py --pair relu,tanh --pair poly,tanh --runs-dir benchmarks/results/paper_runs/r50
   python benchmarks/contrasts.py --pair relu,poly --reps 10 --runs-dir benchmarks/results/paper_runs/r10
 
 It runs nothing: it reads the cell directories that ``paper_tables.py`` wrote
@@ -71,29 +72,30 @@ def published_difference(pub: pd.DataFrame, a: Cell, b: Cell, method: str) -> tu
 
 def contrasts(args) -> pd.DataFrame:
     pub = load_published()
-    first, second = args.pair
     rows = []
-    for config in (1, 2):
-        for factor in FACTORS:
-            for removal in REMOVALS:
-                a, b = Cell(config, factor, first, removal), Cell(config, factor, second, removal)
-                data = [finished_rows(os.path.join(args.runs_dir, f"{c.slug}_s{args.seed}_all")) for c in (a, b)]
-                if any(d is None for d in data):
-                    print(f"skipped {a.slug} - {b.slug}: no runs in {args.runs_dir}", file=sys.stderr)
-                    continue
-                for method in PAPER_METHODS:
-                    mean, se, n = paired_difference(*data, method, args.reps)
-                    p_mean, p_se = published_difference(pub, a, b, method)
-                    rows.append(dict(config=config, factor=factor, removal=removal, method=method, mean=mean, se=se,
-                                     reps=n, pub_mean=p_mean, pub_se=p_se, z=z_score(mean, se, p_mean, p_se)))
+    for first, second in args.pairs:
+        for config in (1, 2):
+            for factor in FACTORS:
+                for removal in REMOVALS:
+                    a, b = Cell(config, factor, first, removal), Cell(config, factor, second, removal)
+                    data = [finished_rows(os.path.join(args.runs_dir, f"{c.slug}_s{args.seed}_all")) for c in (a, b)]
+                    if any(d is None for d in data):
+                        print(f"skipped {a.slug} - {b.slug}: no runs in {args.runs_dir}", file=sys.stderr)
+                        continue
+                    for method in PAPER_METHODS:
+                        mean, se, n = paired_difference(*data, method, args.reps)
+                        p_mean, p_se = published_difference(pub, a, b, method)
+                        rows.append(dict(pair=f"{first} - {second}", config=config, factor=factor, removal=removal,
+                                         method=method, mean=mean, se=se, reps=n, pub_mean=p_mean, pub_se=p_se,
+                                         z=z_score(mean, se, p_mean, p_se)))
     return pd.DataFrame(rows)
 
 
 def markdown(frame: pd.DataFrame, args) -> str:
-    first, second = args.pair
     reps = "/".join(map(str, sorted(set(frame["reps"])))) if len(frame) else "0"
+    pairs = ", ".join(p.replace(" - ", " minus ") for p in frame["pair"].unique())
     lines = [
-        f"### Paired covariate contrasts: {first} minus {second}, counterfactual MAE",
+        f"### Paired covariate contrasts: {pairs}, counterfactual MAE",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/contrasts.py', *args.argv])}` (reads the tables' runs; "
         f"{reps} replications). Ours: the mean and SE of the per-replication difference between the two cells "
@@ -102,11 +104,11 @@ def markdown(frame: pd.DataFrame, args) -> str:
         "\"LR, Sine\" columns of Tables 2 and 3 are identical (a copy-paste slip), so Config 2, sine, linear "
         "removal is not a fair comparison for `relu`.",
         "",
-        "| config | factor | removal | method | ours | paper | z |",
-        "|---|---|---|---|---:|---:|---:|",
+        "| pair | config | factor | removal | method | ours | paper | z |",
+        "|---|---|---|---|---|---:|---:|---:|",
     ]
     for _, r in frame.iterrows():
-        lines.append(f"| {r.config} | {r.factor} | {r.removal} | {r.method} | {r['mean']:+.3f} ({r.se:.3f}) | "
+        lines.append(f"| {r.pair} | {r.config} | {r.factor} | {r.removal} | {r.method} | {r['mean']:+.3f} ({r.se:.3f}) | "
                      f"{r.pub_mean:+.3f} ({r.pub_se:.3f}) | {r.z:+.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -114,19 +116,21 @@ def markdown(frame: pd.DataFrame, args) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pair", default="relu,tanh", help="two covariate generators, a,b: report a - b (default relu,tanh)")
+    ap.add_argument("--pair", action="append", default=[],
+                    help="two covariate generators a,b: report a - b; repeat for more pairs (default relu,tanh)")
     ap.add_argument("--reps", type=int, default=50, help="replications 0..reps-1 used (default 50)")
     ap.add_argument("--seed", type=int, default=0, help="study key of the runs, as paper_tables.py --seed")
     ap.add_argument("--runs-dir", default=DEFAULT_OUT, help="paper_tables.py --out of the runs to read")
     ap.add_argument("--out", default=os.path.join(RESULTS, "contrasts.md"), help="markdown output (and .csv beside)")
     args = ap.parse_args(argv)
     args.argv = argv
-    args.pair = tuple(s for s in args.pair.split(",") if s)
     from codeal_jax.sim import COVARIATES
 
     generators = [c for c in COVARIATES if c != "none"]
-    if len(args.pair) != 2 or any(c not in generators for c in args.pair):
-        ap.error(f"--pair takes two of {generators}, e.g. relu,tanh; got {','.join(args.pair)!r}")
+    args.pairs = [tuple(s for s in text.split(",") if s) for text in args.pair or ["relu,tanh"]]
+    for pair in args.pairs:
+        if len(pair) != 2 or any(c not in generators for c in pair):
+            ap.error(f"--pair takes two of {generators}, e.g. relu,tanh; got {','.join(pair)!r}")
     frame = contrasts(args)
     if frame.empty:
         ap.error(f"no finished pair of cells in {args.runs_dir}")

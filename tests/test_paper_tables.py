@@ -389,15 +389,18 @@ def test_contrasts_pair_replications_and_compare_with_the_paper(tmp_path):
         folder.mkdir()
         _rows(values).to_csv(folder / "chunk_000000-000002.csv", index=False)
     out = tmp_path / "contrasts.md"
-    assert con.main(["--runs-dir", str(tmp_path), "--reps", "3", "--out", str(out)]) == 0
+    argv = ["--pair", "relu,tanh", "--pair", "poly,tanh", "--runs-dir", str(tmp_path), "--reps", "3", "--out", str(out)]
+    assert con.main(argv) == 0
     frame = pd.read_csv(tmp_path / "contrasts.csv")
-    assert len(frame) == len(pt.PAPER_METHODS) and set(frame["reps"]) == {3}  # the other 7 pairs are skipped
+    # Only Config 1 linear DNN has both cells; the other 7 settings and the whole poly - tanh pair are skipped.
+    assert len(frame) == len(pt.PAPER_METHODS) and set(frame["reps"]) == {3} and set(frame["pair"]) == {"relu - tanh"}
     row = frame[frame["method"] == "codeal"].iloc[0]
     p_mean, p_se = con.published_difference(pub, pt.Cell(1, "linear", "relu", "dnn"),
                                             pt.Cell(1, "linear", "tanh", "dnn"), "codeal")
     assert row["mean"] == pytest.approx(1.5) and row["pub_mean"] == pytest.approx(p_mean)
     assert row["z"] == pytest.approx(pt.z_score(1.5, d.std(ddof=1) / np.sqrt(3), p_mean, p_se))
-    assert "`python benchmarks/contrasts.py --runs-dir" in out.read_text()
+    text = out.read_text()
+    assert "contrasts: relu minus tanh, counterfactual" in text and "`python benchmarks/contrasts.py --pair relu,tanh" in text
     for bad in (["--pair", "relu"], ["--pair", "relu,none"], ["--pair", "relu,foo"]):
         with pytest.raises(SystemExit):
             con.main(bad + ["--runs-dir", str(tmp_path)])
