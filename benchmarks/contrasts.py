@@ -27,6 +27,7 @@ It runs nothing: it reads the cell directories that ``paper_tables.py`` wrote
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shlex
 import sys
@@ -73,21 +74,17 @@ def published_difference(pub: pd.DataFrame, a: Cell, b: Cell, method: str) -> tu
 def contrasts(args) -> pd.DataFrame:
     pub = load_published()
     rows = []
-    for first, second in args.pairs:
-        for config in (1, 2):
-            for factor in FACTORS:
-                for removal in REMOVALS:
-                    a, b = Cell(config, factor, first, removal), Cell(config, factor, second, removal)
-                    data = [finished_rows(os.path.join(args.runs_dir, f"{c.slug}_s{args.seed}_all")) for c in (a, b)]
-                    if any(d is None for d in data):
-                        print(f"skipped {a.slug} - {b.slug}: no runs in {args.runs_dir}", file=sys.stderr)
-                        continue
-                    for method in PAPER_METHODS:
-                        mean, se, n = paired_difference(*data, method, args.reps)
-                        p_mean, p_se = published_difference(pub, a, b, method)
-                        rows.append(dict(pair=f"{first} - {second}", config=config, factor=factor, removal=removal,
-                                         method=method, mean=mean, se=se, reps=n, pub_mean=p_mean, pub_se=p_se,
-                                         z=z_score(mean, se, p_mean, p_se)))
+    for (first, second), config, factor, removal in itertools.product(args.pairs, (1, 2), FACTORS, REMOVALS):
+        a, b = Cell(config, factor, first, removal), Cell(config, factor, second, removal)
+        data = [finished_rows(os.path.join(args.runs_dir, f"{c.slug}_s{args.seed}_all")) for c in (a, b)]
+        if any(d is None for d in data):
+            print(f"skipped {a.slug} - {b.slug}: no runs in {args.runs_dir}", file=sys.stderr)
+            continue
+        for method in PAPER_METHODS:
+            mean, se, n = paired_difference(*data, method, args.reps)
+            p_mean, p_se = published_difference(pub, a, b, method)
+            rows.append(dict(pair=f"{first} - {second}", config=config, factor=factor, removal=removal, method=method,
+                             mean=mean, se=se, reps=n, pub_mean=p_mean, pub_se=p_se, z=z_score(mean, se, p_mean, p_se)))
     return pd.DataFrame(rows)
 
 
