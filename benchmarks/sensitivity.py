@@ -17,7 +17,8 @@ paper's text and the reference code leave open:
 - CoDEAL's training inputs on staggered designs (Table 4b's cells): zero
   outside the loss, as the paper describes, or the whole sub-panel with its
   treated outcomes, as the staggered reference script trains
-  (``CodealConfig.train_inputs="sub_panel"``).
+  (``CodealConfig.train_inputs="sub_panel"``), and the same for the Single AE
+  (``SingleAEConfig.train_inputs``; Table 4b's r = 5 cells).
 
 Cells, DGPs, method settings and the study key are those of
 ``benchmarks/paper_tables.py`` (``jax.random.key(seed)``), so the rows with the
@@ -27,7 +28,8 @@ Usage:
   python benchmarks/sensitivity.py                 # 10 replications per cell
   python benchmarks/sensitivity.py --reps 50 --out benchmarks/results/sensitivity.md
 
-Each cell's replications go to ``<runs-dir>/sens_<slug>_s<seed>/`` (resumable).
+Each study's replications go to ``<runs-dir>/sens_<slug>_s<seed>/`` (resumable); a
+cell's second study (other variants) to ``sens_<slug>_2_s<seed>/``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ VARIANTS = {
     "codeal": ("codeal", {}, "paper settings: 50 steps"),
     "codeal_100": ("codeal", {"steps": 100}, "100 steps"),
     "codeal_sub_panel": ("codeal", {"train_inputs": "sub_panel"}, "trains on the whole sub-panel (staggered script)"),
+    "single_ae_sub_panel": ("single_ae", {"train_inputs": "sub_panel"}, "trains on the whole sub-panel (staggered script)"),
     **{
         f"codeal_cov_{n}": ("codeal", {"covariates.steps": n}, f"covariate networks trained {n} steps, not 400")
         for n in (200, 600, 2000)
@@ -61,6 +64,7 @@ BASELINES = ("mc_nnm", "mc_nnm_first", "single_ae", "single_ae_200")
 WITH_CODEAL = BASELINES + ("codeal", "codeal_100")
 COVARIATE_STEPS = ("codeal_cov_200", "codeal_cov_600", "codeal_cov_2000")
 STAGGERED = ("codeal", "codeal_sub_panel")
+STAGGERED_SAE = ("single_ae", "single_ae_sub_panel")
 FACTORS = ("linear", "sine", "polynomial", "relu_mlp")
 
 # (cell, variants): the disagreeing cells of Tables 2-3 and, for contrast, cells that agree.
@@ -79,7 +83,20 @@ CELLS = (
     *((Cell(c, f, "none", "none", 5), STAGGERED) for c in (3, 4) for f in FACTORS),
     # r = 10: the leaky variant only (the zero-filled rows are Table 4b's, same key and draws).
     *((Cell(c, f, "none", "none", 10), ("codeal_sub_panel",)) for c in (3, 4) for f in FACTORS),
+    # A second study of the r = 5 cells: Single AE zero-filled (as in Table 4b) and leaky.
+    *((Cell(c, f, "none", "none", 5), STAGGERED_SAE) for c in (3, 4) for f in FACTORS),
 )
+
+
+def study_dirs(seed: int) -> list[str]:
+    """Directory name of each CELLS entry: ``sens_<slug>_s<seed>``, ``sens_<slug>_<n>_s<seed>`` for a cell's n-th study."""
+    seen: dict[str, int] = {}
+    names = []
+    for cell, _ in CELLS:
+        seen[cell.slug] = seen.get(cell.slug, 0) + 1
+        n = seen[cell.slug]
+        names.append(f"sens_{cell.slug}_s{seed}" if n == 1 else f"sens_{cell.slug}_{n}_s{seed}")
+    return names
 
 
 def with_overrides(config, over: dict):
@@ -108,7 +125,7 @@ def run(args) -> pd.DataFrame:
     key = jax.random.key(args.seed)
     pub = load_published()
     rows = []
-    for cell, labels in CELLS:
+    for (cell, labels), folder in zip(CELLS, study_dirs(args.seed)):
         if args.cells and not any(s in cell.slug for s in args.cells):
             continue
         dgp = cell.dgp()
@@ -123,7 +140,7 @@ def run(args) -> pd.DataFrame:
             runs,
             args.reps,
             covariates=cell.covariates,
-            out_dir=os.path.join(args.runs_dir, f"sens_{cell.slug}_s{args.seed}"),
+            out_dir=os.path.join(args.runs_dir, folder),
             progress=args.progress,
         )
         summary = result.summary()

@@ -28,7 +28,7 @@ from .result import Result
 from .train import masked_mse, train
 
 
-TRAIN_INPUTS = ("zero_filled", "sub_panel")
+TRAIN_INPUTS = staggered.TRAIN_INPUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,9 +291,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: CodealConfig, design: St
     """
     k_cov, k_ae = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, _centering(config, design.r > 2))
-    full = None
-    if config.train_inputs == "sub_panel" and design.r > 2:
-        full = jnp.where(panel.observed, panel.y - prep.offset, 0.0)
+    full = staggered.sub_panel_inputs(panel, prep.offset, config.train_inputs, design)
     pred, status, info = staggered.solve(
         k_ae, panel.w, prep.y_tilde, prep.mask, design, impute, config, config.max_buckets, full
     )

@@ -25,6 +25,22 @@ from .design import StaggeredDesign, Subproblem, sort_order
 # impute(key, y_tilde (R, C), mask (R, C), config, blocks) -> (pred (R, C), status (), info dict)
 ImputeFn = Callable[..., tuple]
 
+# What an autoencoder reads while a subproblem trains: zeros outside the loss (the paper) or the
+# sub-panel's adjusted outcomes, treated cells included (the staggered reference script).
+TRAIN_INPUTS = ("zero_filled", "sub_panel")
+
+
+def sub_panel_inputs(panel, offset: jax.Array, train_inputs: str, design: StaggeredDesign):
+    """``solve``'s ``sub_panel_inputs``: (N, T) adjusted outcomes on every observed cell, or None.
+
+    None (zero-filled training) unless ``train_inputs == "sub_panel"`` and the
+    design has more than one subproblem: a four-block panel's one subproblem
+    has no treated cell outside its target block to leak.
+    """
+    if train_inputs != "sub_panel" or design.r <= 2:
+        return None
+    return jnp.where(panel.observed, panel.y - offset, 0.0)
+
 
 @struct.dataclass
 class Blocks:

@@ -239,6 +239,31 @@ def test_padded_batch_equals_each_subproblem_alone(method, atol, stag, stag_resu
         assert res.info["loss"].shape == (3, config.steps)
 
 
+def test_single_ae_sub_panel_training_is_the_reference_scripts_leak(stag):
+    """``SingleAEConfig(train_inputs="sub_panel")``: each target block equals ``impute`` alone on its
+    cropped sub-panel, trained on the sub-panel's outcomes with treated cells included and imputing
+    from the zero-filled ones (rtol 1e-3, atol 2e-3); so shifting the treated outcomes moves it."""
+    panels, order, ys, w, mu0, keys = stag
+    leaky = dataclasses.replace(CONFIGS["single_ae"], train_inputs="sub_panel")
+    res = cj.estimate(keys[0], panels[0], method="single_ae", covariates=None, config=leaky)
+    assert int(res.status) == cj.Status.OK
+    got, y = np.asarray(res.y0_hat)[order], ys[0]
+    k_fit = jax.random.split(keys[0])[1]
+    impute = jax.jit(single_ae.impute, static_argnames="config")
+    for j, s in enumerate(SUBS):
+        m = sub_fit_cells(s, w)
+        sub = y[: s["rows"], : s["cols"]] - mu0[0]
+        alone, _, _ = impute(jax.random.fold_in(k_fit, j), jnp.asarray(np.where(m, sub, 0.0), jnp.float32),
+                             jnp.asarray(m), leaky, train_inputs=jnp.asarray(sub, jnp.float32))
+        np.testing.assert_allclose(target(got, s), target(np.asarray(alone), s) + mu0[0], rtol=1e-3, atol=2e-3)
+    w0 = np.asarray(panels[0].w, bool)
+    shifted = cj.Panel.from_arrays(np.where(w0, np.asarray(panels[0].y) + 50.0, np.asarray(panels[0].y)), w0)
+    moved = cj.estimate(keys[0], shifted, method="single_ae", covariates=None, config=leaky)
+    assert np.max(np.abs(np.asarray(moved.y0_hat)[w0] - np.asarray(res.y0_hat)[w0])) > 1e-2
+    with pytest.raises(ValueError, match="SingleAEConfig.train_inputs must be one of"):
+        single_ae.SingleAEConfig(train_inputs="observed")
+
+
 @pytest.mark.parametrize("method", list(MODULES))
 def test_four_block_all_options_equal_old_fit(method):
     """r = 2 (one subproblem): ``fit_staggered`` equals the whole-panel ``fit`` (10% missing cells,

@@ -31,6 +31,7 @@ from ..design import StaggeredDesign
 from ..nets import Params, mlp, n_params, uniform_rows
 from ..panel import Panel
 from ..result import Result, Status
+from ..staggered import TRAIN_INPUTS
 from ..train import masked_mse, train
 from . import subproblems
 from ._init import torch_layers
@@ -53,6 +54,10 @@ class SingleAEConfig:
         paper ran it) or ``"whole"`` (one on all untreated cells).
       max_buckets: with ``"subproblems"``, at most this many padded
         subproblem shapes (each compiles once; more waste less padding).
+      train_inputs: with ``"subproblems"``, what the encoder reads while a
+        subproblem trains: ``"zero_filled"`` (zeros outside the loss, as
+        in imputation) or ``"sub_panel"`` (the sub-panel's adjusted
+        outcomes, treated cells included, as ``CodealConfig.train_inputs``).
     """
 
     latent_dim: int = 3
@@ -64,6 +69,7 @@ class SingleAEConfig:
     centering: str = "blocks"
     staggered: str = "subproblems"
     max_buckets: int = 4
+    train_inputs: str = "zero_filled"
 
     def __post_init__(self):
         checks.at_least_one(self, "latent_dim", "steps")
@@ -72,6 +78,7 @@ class SingleAEConfig:
         checks.covariate_stage(self)
         subproblems.check_option(self)
         checks.at_least_one(self, "max_buckets")
+        checks.one_of(self, "train_inputs", TRAIN_INPUTS)
 
     def check(self, panel: Panel) -> None:
         """Panel-dependent checks, before tracing."""
@@ -137,7 +144,9 @@ def apply_single_ae(params: dict[str, Params], inputs: jax.Array) -> jax.Array:
     return mlp(params["decoder"], latent).T
 
 
-def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: SingleAEConfig, blocks=None):
+def impute(
+    key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: SingleAEConfig, blocks=None, train_inputs=None
+):
     """Trains one Single AE on the masked cells and reconstructs: ``(pred, status, info)``.
 
     Args:
@@ -147,6 +156,9 @@ def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: SingleAE
         zero inputs and no loss, so they change nothing for the others.
       config: architecture and training settings.
       blocks: unused.
+      train_inputs: optional (R, C) encoder input during training (the
+        ``"sub_panel"`` variant of ``SingleAEConfig.train_inputs``); the
+        reconstruction always reads the zero-filled ``y_tilde``.
 
     Returns:
       (R, C) reconstruction, ``NONFINITE`` if a loss was not finite, and
@@ -154,11 +166,12 @@ def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: SingleAE
     """
     del blocks
     inputs = jnp.where(mask, y_tilde, 0.0)
+    seen = inputs if train_inputs is None else train_inputs
     present = jnp.sum(jnp.any(mask, axis=1))
     params = init_single_ae(key, y_tilde.shape[0], config, fan_in=present)
 
     def loss(p):
-        return masked_mse(apply_single_ae(p, inputs), y_tilde, mask)
+        return masked_mse(apply_single_ae(p, seen), y_tilde, mask)
 
     params, losses = train(loss, params, optax.adam(config.learning_rate), config.steps)
     status = jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE).astype(jnp.int32)

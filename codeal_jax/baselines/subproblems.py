@@ -141,7 +141,8 @@ def fit_per_block(
         except that a design with one subproblem (four blocks) gets ``k_fit``
         itself, so it reproduces the module's whole-panel ``fit``.
       panel: the data, units in any order (results come back in that order).
-      config: the module's static config (``covariates``, ``centering``).
+      config: the module's static config (``covariates``, ``centering`` and,
+        for the autoencoders, ``train_inputs``).
       design: the static partition of ``panel.w``.
       impute: the module's single-subproblem imputation.
       check_gaps: report ``INSUFFICIENT_DATA`` when :func:`target_gaps` finds
@@ -161,8 +162,9 @@ def fit_per_block(
 
     else:
         impute_one = impute
+    full = staggered.sub_panel_inputs(panel, prep.offset, getattr(config, "train_inputs", "zero_filled"), design)
     pred, status, info = staggered.solve(
-        k_fit, panel.w, prep.y_tilde, prep.mask, design, impute_one, config, config.max_buckets
+        k_fit, panel.w, prep.y_tilde, prep.mask, design, impute_one, config, config.max_buckets, full
     )
     if check_gaps:
         status = jnp.where(target_gaps(panel, design), jnp.int32(Status.INSUFFICIENT_DATA), status)
