@@ -34,8 +34,8 @@ def sub_panel_inputs(panel, offset: jax.Array, train_inputs: str, design: Stagge
     """``solve``'s ``sub_panel_inputs``: (N, T) adjusted outcomes on every observed cell, or None.
 
     None (zero-filled training) unless ``train_inputs == "sub_panel"`` and the
-    design has more than one subproblem: a four-block panel's one subproblem
-    has no treated cell outside its target block to leak.
+    design is staggered (r > 2): the leak is the staggered reference script's;
+    its four-block script zero-fills, so four-block panels always do too.
     """
     if train_inputs != "sub_panel" or design.r <= 2:
         return None
