@@ -105,8 +105,8 @@ def markdown(frame: pd.DataFrame, args) -> str:
         "|---|---|---|---|---|---:|---:|---:|",
     ]
     for _, r in frame.iterrows():
-        lines.append(f"| {r.pair} | {r.config} | {r.factor} | {r.removal} | {r.method} | {r['mean']:+.3f} ({r.se:.3f}) | "
-                     f"{r.pub_mean:+.3f} ({r.pub_se:.3f}) | {r.z:+.1f} |")
+        lines.append(f"| {r.pair} | {r.config} | {r.factor} | {r.removal} | {r.method} | "
+                     f"{r['mean']:+.3f} ({r.se:.3f}) | {r.pub_mean:+.3f} ({r.pub_se:.3f}) | {r.z:+.1f} |")
     return "\n".join(lines) + "\n"
 
 

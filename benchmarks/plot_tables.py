@@ -62,7 +62,8 @@ def agreement_figure(frames: dict[str, pd.DataFrame], path: str | None = None):
     for ax, (table, frame) in zip(axes, frames.items()):
         mae = frame[frame["metric"] == "cf_mae"]
         for method, rows in mae.groupby("method", sort=False):
-            ax.scatter(rows["pub_mean"], rows["mean"], s=12, color=colours.get(method), label=LABELS.get(method, method))
+            label = LABELS.get(method, method)
+            ax.scatter(rows["pub_mean"], rows["mean"], s=12, color=colours.get(method), label=label)
             far = rows[rows["z"].abs() > 3]
             ax.scatter(far["pub_mean"], far["mean"], s=60, facecolors="none", edgecolors="black", linewidths=0.7)
         lo, hi = np.nanmin(mae[["pub_mean", "mean"]].to_numpy()), np.nanmax(mae[["pub_mean", "mean"]].to_numpy())

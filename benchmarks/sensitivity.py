@@ -45,6 +45,7 @@ import pandas as pd
 
 from paper_tables import DEFAULT_OUT, RESULTS, Cell, cell_of, fmt, load_published, machine_line, z_score
 
+LEAKY = "trains on the whole sub-panel (staggered script)"
 # label -> (method, config overrides, what it is)
 VARIANTS = {
     "mc_nnm": ("mc_nnm", {}, "paper settings: last fit with rank <= K (current causaltensor)"),
@@ -53,8 +54,8 @@ VARIANTS = {
     "single_ae_200": ("single_ae", {"steps": 200}, "200 steps"),
     "codeal": ("codeal", {}, "paper settings: 50 steps"),
     "codeal_100": ("codeal", {"steps": 100}, "100 steps"),
-    "codeal_sub_panel": ("codeal", {"train_inputs": "sub_panel"}, "trains on the whole sub-panel (staggered script)"),
-    "single_ae_sub_panel": ("single_ae", {"train_inputs": "sub_panel"}, "trains on the whole sub-panel (staggered script)"),
+    "codeal_sub_panel": ("codeal", {"train_inputs": "sub_panel"}, LEAKY),
+    "single_ae_sub_panel": ("single_ae", {"train_inputs": "sub_panel"}, LEAKY),
     **{
         f"codeal_cov_{n}": ("codeal", {"covariates.steps": n}, f"covariate networks trained {n} steps, not 400")
         for n in (200, 600, 2000)
@@ -89,7 +90,7 @@ CELLS = (
 
 
 def study_dirs(seed: int) -> list[str]:
-    """Directory name of each CELLS entry: ``sens_<slug>_s<seed>``, ``sens_<slug>_<n>_s<seed>`` for a cell's n-th study."""
+    """Directory of each CELLS entry: ``sens_<slug>_s<seed>``, or ``sens_<slug>_<n>_s<seed>`` for a cell's n-th study."""
     seen: dict[str, int] = {}
     names = []
     for cell, _ in CELLS:
