@@ -210,7 +210,7 @@ def fit_staggered(key: jax.Array, panel: Panel, config: SingleAEConfig, design: 
     Returns:
       ``Result``; ``info["loss"]`` is (subproblems, steps).
     """
-    return subproblems.fit_per_block(key, panel, config, design, impute)
+    return subproblems.fit_per_block(key, panel, config, design, impute, train_inputs=config.train_inputs)
 
 
 def dispatch(panel: Panel, config: SingleAEConfig):

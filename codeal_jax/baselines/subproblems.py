@@ -131,6 +131,7 @@ def fit_per_block(
     design: StaggeredDesign,
     impute: Callable,
     check_gaps: bool = False,
+    train_inputs: str = "zero_filled",
 ) -> Result:
     """Covariate stage once on the full panel, then ``impute`` on every subproblem.
 
@@ -141,12 +142,13 @@ def fit_per_block(
         except that a design with one subproblem (four blocks) gets ``k_fit``
         itself, so it reproduces the module's whole-panel ``fit``.
       panel: the data, units in any order (results come back in that order).
-      config: the module's static config (``covariates``, ``centering`` and,
-        for the autoencoders, ``train_inputs``).
+      config: the module's static config (``covariates``, ``centering``).
       design: the static partition of ``panel.w``.
       impute: the module's single-subproblem imputation.
       check_gaps: report ``INSUFFICIENT_DATA`` when :func:`target_gaps` finds
         an unidentified target cell (methods whose effects then have no data).
+      train_inputs: what a trained method's ``impute`` reads while fitting
+        (``staggered.TRAIN_INPUTS``; the autoencoders' config field).
 
     Returns:
       ``Result``; per-subproblem diagnostics are stacked in subproblem order
@@ -162,7 +164,7 @@ def fit_per_block(
 
     else:
         impute_one = impute
-    full = staggered.sub_panel_inputs(panel, prep.offset, getattr(config, "train_inputs", "zero_filled"), design)
+    full = staggered.sub_panel_inputs(panel, prep.offset, train_inputs, design)
     pred, status, info = staggered.solve(
         k_fit, panel.w, prep.y_tilde, prep.mask, design, impute_one, config, config.max_buckets, full
     )
