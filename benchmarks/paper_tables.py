@@ -51,9 +51,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PUBLISHED = os.path.join(HERE, "published.csv")
 RESULTS = os.path.join(HERE, "results")
 DEFAULT_OUT = os.path.join(RESULTS, "paper_runs")
-# Table 4b's per-replication records are committed (``--out`` for that table), so the
-# table can be rebuilt without refitting and its slow run resumed on another machine.
-TABLE_4B_RUNS = os.path.join(RESULTS, "table_4b_runs")
 
 TABLES = ("2", "3", "4a", "4b")
 PAPER_METHODS = ("codeal", "single_ae", "aemc_ne", "did", "vert_reg", "mc_nnm")
