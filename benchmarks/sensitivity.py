@@ -61,6 +61,7 @@ VARIANTS = {
         for n in (200, 600, 2000)
     },
 }
+TITLE = "Sensitivity of the disagreeing cells to settings the paper leaves open"
 BASELINES = ("mc_nnm", "mc_nnm_first", "single_ae", "single_ae_200")
 WITH_CODEAL = BASELINES + ("codeal", "codeal_100")
 COVARIATE_STEPS = ("codeal_cov_200", "codeal_cov_600", "codeal_cov_2000")
@@ -109,6 +110,11 @@ def with_overrides(config, over: dict):
     return config
 
 
+def selected(labels: tuple[str, ...], variants: list[str]) -> tuple[str, ...]:
+    """The labels of ``labels`` named in ``variants``; all of them when ``variants`` is empty."""
+    return tuple(label for label in labels if not variants or label in variants)
+
+
 def published_for(pub: pd.DataFrame, cell: Cell, method: str) -> tuple[float, float]:
     """Published cf_mae mean and se of ``method`` in ``cell`` (Tables 2, 3 and 4b), NaN if absent."""
     rows = pub[(pub["table"].isin(["2", "3", "4b"])) & (pub["method"] == method) & (pub["metric"] == "cf_mae")]
@@ -129,6 +135,9 @@ def run(args) -> pd.DataFrame:
     for (cell, labels), folder in zip(CELLS, study_dirs(args.seed)):
         if args.cells and not any(s in cell.slug for s in args.cells):
             continue
+        labels = selected(labels, args.variants)
+        if not labels:
+            continue
         dgp = cell.dgp()
         runs = []
         for label in labels:
@@ -141,6 +150,7 @@ def run(args) -> pd.DataFrame:
             runs,
             args.reps,
             covariates=cell.covariates,
+            chunk_size=args.chunk_size,
             out_dir=os.path.join(args.runs_dir, folder),
             progress=args.progress,
         )
@@ -160,7 +170,7 @@ def run(args) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame, args, wall_s: float) -> str:
     reps = sorted(set(frame["reps"]))
     lines = [
-        "### Sensitivity of the disagreeing cells to settings the paper leaves open",
+        f"### {getattr(args, 'title', None) or TITLE}",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/sensitivity.py', *args.argv])}` ({wall_s:.0f} s in this "
         "invocation; cells already finished in the runs directory are read back, not rerun). "
@@ -193,13 +203,22 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="study key jax.random.key(seed), as paper_tables.py")
     ap.add_argument("--cells", type=lambda s: [c for c in s.split(",") if c], default=[],
                     help="comma-separated substrings of the cell slugs to run (default: all)")
+    ap.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v], default=[],
+                    help="comma-separated variant labels to run (default: each cell's own list); a filtered "
+                         "study records different settings, so give it its own --runs-dir")
+    ap.add_argument("--chunk-size", type=int, default=None,
+                    help="replications per compiled call and per file of the resumable records (default: run_study's)")
     ap.add_argument("--runs-dir", default=DEFAULT_OUT, help="where each cell's replications are kept")
     ap.add_argument("--out", default=os.path.join(RESULTS, "sensitivity.md"), help="markdown output")
     ap.add_argument("--progress", action="store_true", help="progress bars")
+    ap.add_argument("--title", default=TITLE, help="heading of the markdown table")
     args = ap.parse_args(argv)
     args.argv = argv
     if args.reps < 2:
         ap.error("--reps must be >= 2 (standard errors)")
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
     from codeal_jax import tune_cpu
 
     tune_cpu()

@@ -160,9 +160,11 @@ def test_bench_threads_compares_all_cores_with_one():
 
 def test_readme_fragments_order(tmp_path, monkeypatch):
     """--assemble: the suite tables, then ORDER, the rest alphabetically, then the scripts that read the tables."""
-    for name in ("contrasts", "zeta", "paper_table_2", "sensitivity", "codeal", "suite_gpu", "suite", "optimisations"):
+    for name in ("contrasts", "zeta", "sensitivity_4b_leaky", "paper_table_2", "sensitivity", "codeal", "suite_gpu",
+                 "suite", "optimisations"):
         (tmp_path / f"{name}.md").write_text(name)
     monkeypatch.setattr(run_all, "RESULTS", str(tmp_path))
     assert run_all.fragment_names() == [
-        "suite", "suite_gpu", "optimisations", "codeal", "paper_table_2", "zeta", "sensitivity", "contrasts"
+        "suite", "suite_gpu", "optimisations", "codeal", "paper_table_2", "zeta", "sensitivity", "sensitivity_4b_leaky",
+        "contrasts",
     ]

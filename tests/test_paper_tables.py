@@ -242,11 +242,19 @@ def test_sensitivity_cells_variants_and_table():
                 assert got == value, (label, name)
             if "covariates.steps" in over:  # the nested override leaves the rest of the config alone
                 assert cfg.covariates.learning_rate == base.covariates.learning_rate and cfg.steps == base.steps
+    assert sens.selected(sens.STAGGERED, ["codeal_sub_panel"]) == ("codeal_sub_panel",)
+    assert sens.selected(sens.STAGGERED, []) == sens.STAGGERED
+    assert sens.selected(sens.STAGGERED_SAE, ["codeal_sub_panel"]) == ()
+    with pytest.raises(SystemExit):  # an unknown label is refused before anything runs
+        sens.main(["--variants", "codeal_leaky"])
     frame = pd.DataFrame([dict(cell="c1-linear-tanh-linear", method="mc_nnm", variant="v", mean=0.769, se=0.014,
                                reps=10, pub_mean=0.837, pub_se=0.007, z=pt.z_score(0.769, 0.014, 0.837, 0.007))])
     text = sens.markdown(frame, types.SimpleNamespace(argv=["--reps", "10"], seed=0), 12.0)
     assert "`python benchmarks/sensitivity.py --reps 10` (12 s in this invocation" in text
     assert "| c1-linear-tanh-linear | mc_nnm | v | 0.769 (0.014) | 0.837 (0.007) | -4.3 |" in text
+    assert text.startswith(f"### {sens.TITLE}\n")
+    titled = sens.markdown(frame, types.SimpleNamespace(argv=[], seed=0, title="Leaky CoDEAL"), 1.0)
+    assert titled.startswith("### Leaky CoDEAL\n")
 
 
 def test_published_c3_relu_mlp_codeal_mae_is_out_of_line_with_its_mse():
