@@ -200,11 +200,12 @@ def finished_rows(cell_dir: str) -> pd.DataFrame | None:
 def load_complete(cell_dir, key, dgp, covariates, runs, reps):
     """A :class:`StudyResult` read from ``cell_dir`` if it holds all ``reps`` replications.
 
-    Only used when ``settings.json`` matches the study (key, DGP, removal,
-    method names and configs apart from the covariate stage that ``resolve``
-    fills in and the execution-only batching fields; config fields added since
-    the directory was written count at their defaults); otherwise returns None
-    and ``run_study`` decides.
+    ``runs`` are ``(name, config)`` pairs or ``(label, name, config)`` triples,
+    as ``run_study`` takes them. Only used when ``settings.json`` matches the
+    study (key, DGP, removal, labels, method names and configs apart from the
+    covariate stage that ``resolve`` fills in and the execution-only batching
+    fields; config fields added since the directory was written count at their
+    defaults); otherwise returns None and ``run_study`` decides.
     """
     import jax
 
@@ -214,6 +215,7 @@ def load_complete(cell_dir, key, dgp, covariates, runs, reps):
     def config(c):  # the fields compared: not the covariate stage, not how the fit is batched
         return {k: v for k, v in _plain(c).items() if k != "covariates" and k not in EXECUTION_ONLY}
 
+    runs = [(r[0], r[0], r[1]) if len(r) == 2 else tuple(r) for r in runs]
     path = os.path.join(cell_dir, "settings.json")
     if not os.path.exists(path):
         return None
@@ -225,11 +227,11 @@ def load_complete(cell_dir, key, dgp, covariates, runs, reps):
             settings["key"] == want_key
             and _plain(backfill_defaults(settings["dgp"], dgp)) == _plain(dgp)
             and settings["covariates"] == covariates
-            and [m["label"] for m in settings["methods"]] == [m for m, _ in runs]
-            and [m["method"] for m in settings["methods"]] == [m for m, _ in runs]
+            and [m["label"] for m in settings["methods"]] == [label for label, _, _ in runs]
+            and [m["method"] for m in settings["methods"]] == [name for _, name, _ in runs]
             and all(
                 config(backfill_defaults(m["config"], c)) == config(c)
-                for m, (_, c) in zip(settings["methods"], runs)
+                for m, (_, _, c) in zip(settings["methods"], runs)
             )
         )
     except (KeyError, TypeError):
@@ -240,9 +242,9 @@ def load_complete(cell_dir, key, dgp, covariates, runs, reps):
     if rows is None:
         return None
     rows = rows[rows["rep"] < reps].drop_duplicates(["rep", "method"])
-    if any(set(rows.loc[rows["method"] == m, "rep"]) != set(range(reps)) for m, _ in runs):
+    if any(set(rows.loc[rows["method"] == label, "rep"]) != set(range(reps)) for label, _, _ in runs):
         return None
-    order = {m: i for i, (m, _) in enumerate(runs)}
+    order = {label: i for i, (label, _, _) in enumerate(runs)}
     rows = rows.assign(_o=rows["method"].map(order)).sort_values(["rep", "_o"]).drop(columns="_o")
     return StudyResult(data=rows.reset_index(drop=True), settings=settings, elapsed=0.0)
 
