@@ -513,7 +513,7 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
     cells = {cell.slug: cell for cell, _ in sens.CELLS}
     table = pd.read_csv(os.path.join(pt.RESULTS, "sensitivity_4b_leaky.csv"))
     short = pd.read_csv(os.path.join(pt.RESULTS, "sensitivity.csv"))
-    assert len(table) == 8 and set(table["reps"]) == {50}
+    assert len(table) >= 8 and set(table["reps"]) == {50}  # the eight r = 5 cells, and r = 10 ones where run
     for _, row in table.iterrows():
         cell = cells[row["cell"]]
         runs = [(label, method, sens.with_overrides(paper_config(method, cell.dgp()), over))]
