@@ -44,15 +44,17 @@ FACTOR_NAMES = {"Linear": "linear", "Sine": "sine", "Polynomial": "polynomial", 
 KEY = ["table", "config", "factor", "covariate", "removal", "r", "method", "metric"]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("paper_tables", SCRIPT)
+def _load_benchmark(name: str, register: bool = False):
+    """benchmarks/<name>.py as a module; ``register`` puts it in sys.modules (scripts import each other by name)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    if register:
+        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
     spec.loader.exec_module(mod)
     return mod
 
 
-pt = _load_script()
+pt = _load_benchmark("paper_tables", register=True)
 
 
 @pytest.fixture(scope="module")
@@ -221,9 +223,7 @@ def test_sensitivity_cells_variants_and_table():
 
     from codeal_jax.sim import paper_config
 
-    spec = importlib.util.spec_from_file_location("sensitivity", os.path.join(REPO, "benchmarks", "sensitivity.py"))
-    sens = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sens)  # imports "paper_tables", registered by _load_script
+    sens = _load_benchmark("sensitivity")  # imports "paper_tables", registered above
     pub = pt.load_published()
     assert sens.published_for(pub, pt.Cell(1, "linear", "tanh", "linear"), "mc_nnm") == (0.837, 0.007)
     assert sens.published_for(pub, pt.Cell(2, "linear", "none", "none"), "single_ae") == (0.622, 0.006)
@@ -383,10 +383,7 @@ def test_quick_fragments(quick_run):
 
 
 def _load_contrasts():
-    spec = importlib.util.spec_from_file_location("contrasts", os.path.join(REPO, "benchmarks", "contrasts.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # imports "paper_tables" (registered above) and "sensitivity"
-    return mod
+    return _load_benchmark("contrasts")  # imports "paper_tables" (registered above) and "sensitivity"
 
 
 def _rows(values, failed=()):
@@ -438,9 +435,7 @@ def test_contrasts_pair_replications_and_compare_with_the_paper(tmp_path):
 
 def test_agreement_figure_from_the_tables_csvs(tmp_path):
     """benchmarks/plot_tables.py draws one panel per table CSV it finds plus the z histogram."""
-    spec = importlib.util.spec_from_file_location("plot_tables", os.path.join(REPO, "benchmarks", "plot_tables.py"))
-    plot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot)
+    plot = _load_benchmark("plot_tables")
     rows = [dict(table="2", method=m, metric=metric, mean=0.6 + 0.01 * i, pub_mean=0.6, z=z, reps=10, available=True)
             for i, m in enumerate(pt.PAPER_METHODS) for metric, z in (("cf_mae", 4.0 - i), ("cf_mse", 0.5))]
     rows.append(dict(table="2", method="vert_reg", metric="cf_mae", mean=np.nan, pub_mean=0.7, z=np.nan, reps=10,
@@ -505,14 +500,14 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
 
     from codeal_jax.sim import paper_config
 
-    spec = importlib.util.spec_from_file_location("sensitivity", os.path.join(REPO, "benchmarks", "sensitivity.py"))
-    sens = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sens)
+    sens = _load_benchmark("sensitivity")
     label = "codeal_sub_panel"
     method, over, what = sens.VARIANTS[label]
     cells = {cell.slug: cell for cell, _ in sens.CELLS}
     table = pd.read_csv(os.path.join(pt.RESULTS, "sensitivity_4b_leaky.csv"))
     short = pd.read_csv(os.path.join(pt.RESULTS, "sensitivity.csv"))
+    zero = pd.read_csv(os.path.join(pt.RESULTS, "paper_table_4b.csv"))
+    zero = zero[(zero["method"] == "codeal") & (zero["metric"] == "cf_mae")].set_index("cell")["mean"]
     assert len(table) >= 8 and set(table["reps"]) == {50}  # the eight r = 5 cells, and r = 10 ones where run
     for _, row in table.iterrows():
         cell = cells[row["cell"]]
@@ -524,7 +519,4 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
             summary = result.summary()
             assert summary.loc[label, "cf_mae"] == pytest.approx(expect["mean"], rel=1e-9), (cell.slug, reps)
             assert summary.loc[label, "cf_mae_se"] == pytest.approx(expect["se"], rel=1e-9), (cell.slug, reps)
-        # the records are not the default training's: the zero-filled CoDEAL of Table 4b differs
-        zero = pd.read_csv(os.path.join(pt.RESULTS, "paper_table_4b.csv"))
-        zero = zero[(zero["cell"] == cell.slug) & (zero["method"] == "codeal") & (zero["metric"] == "cf_mae")]
-        assert abs(float(zero["mean"].iloc[0]) - row["mean"]) > 1e-3
+        assert abs(zero[cell.slug] - row["mean"]) > 1e-3  # not the default training's records (Table 4b's CoDEAL)
