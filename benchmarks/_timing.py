@@ -1,4 +1,4 @@
-"""Shared timing helpers for the benchmark scripts (not part of the library)."""
+"""Shared timing helpers of the benchmark scripts (not part of the library): ``from . import _timing as tm``."""
 
 from __future__ import annotations
 
@@ -61,12 +61,32 @@ def batched_matmul_gflops(units: int = 200, rows: int = 120, width: int = 64, re
     return 2 * units * rows * width * width / med / 1e9
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector units (Linux ``/proc/cpuinfo``), e.g. ``... (AVX-512, AMX)``.
+
+    Machines differ from run to run (an AMD EPYC with AVX2 one day, a Xeon with AVX-512 the next), and
+    the matmul rates and so every ratio move with them.
+    """
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    units = [label for flag, label in (("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in flags]
+    if not units and "avx2" in flags:
+        units = ["AVX2"]
+    return f"{name} ({', '.join(units)})" if units else name
+
+
 def machine() -> str:
     """One line describing where the numbers were taken."""
     dev = jax.devices()[0]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     flags = os.environ.get("XLA_FLAGS", "").strip()
-    return (f"{dev.platform}:{dev.device_kind}, {cpus} CPU cores usable, {platform.processor() or platform.machine()}, "
+    return (f"{dev.platform}:{dev.device_kind}, {cpus} CPU cores usable, {cpu_model()}, "
             f"jax {jax.__version__}" + (f", XLA_FLAGS `{flags}`" if flags else ""))
 
 
@@ -178,8 +198,8 @@ def ae_flops(n, t, cfg, train_cells=None) -> float:
     cells whose decoder outputs enter the loss (default all ``n * t``); the
     final imputation pass covers all cells.
     """
-    enc_f = t * mlp_flops((n, *cfg.encoder_hidden, cfg.latent_dim))
-    dec_f = mlp_flops((cfg.latent_dim, *cfg.decoder_hidden, 1))
+    enc_f = t * mlp_flops((n, *cfg.encoder_hidden, cfg.rank))
+    dec_f = mlp_flops((cfg.rank, *cfg.decoder_hidden, 1))
     cells = n * t if train_cells is None else train_cells
     return (enc_f + dec_f * cells) * 3 * cfg.steps + enc_f + dec_f * n * t
 

@@ -6,7 +6,7 @@ gives each variant's median over the rounds and the ratio. A variant is a
 source tree (``PYTHONPATH`` puts its ``codeal_jax`` first) plus optional
 environment settings, so one script measures code changes and XLA flags.
 
-    python benchmarks/ab_compare.py --before ../old_checkout --after . \\
+    python -m benchmarks.ab_compare --before ../old_checkout --after . \\
         --workloads codeal,cov,vert_reg,study --rounds 2 --out benchmarks/results/ab.md
 
 ``--before-env``/``--after-env`` take ``NAME=VALUE`` settings (repeatable),
@@ -16,17 +16,24 @@ removal, steady state after compilation, ``block_until_ready``):
 
 - ``cov``: the covariate stage alone (median of 5 calls);
 - ``codeal``, ``mc_nnm``, ``did``, ``vert_reg``, ``single_ae``, ``aemc_ne``:
-  ``estimate``'s programme for that method (median of 5 calls);
+  ``estimate``'s programme for that method, ``codeal_jax.plan(panel,
+  config)(key, panel)`` (median of 5 calls);
 - ``study``: ``run_study`` with all six methods, 4 replications per chunk,
   seconds per replication (median of 2 studies after a compiling one);
 - ``stag_r5``, ``stag_r10``: CoDEAL on a staggered Config 3 panel (r = 5 or 10
   adoption groups, no covariates, the staggered script's decoders; median of
   3 calls).
+
+The workers run this file by its path (not as ``benchmarks.ab_compare``), so
+that they import nothing of this checkout but the variant's ``codeal_jax``. A
+variant from before codeal_jax 0.2 (``codeal_jax.api.resolve``) is timed
+through its own API, so the comparison can span the redesign.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
 import subprocess
@@ -51,27 +58,46 @@ def _median_call(fn, repeats):
     return statistics.median(times)
 
 
+def _tune_cpu() -> None:
+    """The variant's tuned XLA:CPU flags, where it has them (``runtime``; before 0.2 ``xla_flags``)."""
+    for module in ("codeal_jax.runtime", "codeal_jax.xla_flags"):
+        try:
+            tune_cpu = importlib.import_module(module).tune_cpu
+        except ImportError:  # checkouts from before the tuned flags have neither
+            continue
+        tune_cpu()
+        return
+
+
+def _fitter(panel, dgp, method: str, covariates):
+    """``(fit, config)``: ``fit(key, panel)`` runs ``method`` at the paper's settings as ``estimate`` does."""
+    import codeal_jax
+    from codeal_jax.sim import paper_config
+
+    if hasattr(codeal_jax, "plan"):  # 0.2: every method through the driver's plan
+        plan = codeal_jax.plan(panel, paper_config(method, dgp, covariates=covariates))
+        return plan, plan.config
+    from codeal_jax import api  # a variant from before 0.2
+
+    fit, cfg = api.resolve(panel, method, covariates, paper_config(method, dgp))
+    return (lambda k, p: fit(k, p, cfg)), cfg
+
+
 def worker(name: str) -> float:
     """Runs one workload in this process and returns its seconds."""
-    try:
-        from codeal_jax.xla_flags import tune_cpu
-    except ImportError:  # checkouts from before the tuned flags
-        tune_cpu = None
-    if tune_cpu is not None:
-        tune_cpu()
+    _tune_cpu()
     import jax
 
-    from codeal_jax import api
     from codeal_jax.covariates import prepare
-    from codeal_jax.sim import config_preset, paper_config, paper_methods, run_study, simulate
+    from codeal_jax.sim import config_preset, paper_methods, run_study, simulate
 
     key = jax.random.key(0)
     if name in STAGGERED:
         dgp = config_preset(3, n_groups=STAGGERED[name])
         panel, _ = simulate(key, dgp)
-        fit, cfg = api.resolve(panel, "codeal", None, paper_config("codeal", dgp))
+        fit, _ = _fitter(panel, dgp, "codeal", None)
         panel = panel.without_labels()
-        return _median_call(lambda: fit(key, panel, cfg), 3)
+        return _median_call(lambda: fit(key, panel), 3)
     dgp = config_preset(2)
     panel, _ = simulate(key, dgp)
     if name == "study":
@@ -84,12 +110,12 @@ def worker(name: str) -> float:
             per_rep.append((time.perf_counter() - t0) / 4)
         return statistics.median(per_rep)
     method = "codeal" if name == "cov" else name
-    fit, cfg = api.resolve(panel, method, "dnn", paper_config(method, dgp))
+    fit, cfg = _fitter(panel, dgp, method, "dnn")
     panel = panel.without_labels()
     if name == "cov":
         stage = jax.jit(lambda k, p: prepare(k, p, cfg.covariates, "blocks").y_tilde)
         return _median_call(lambda: stage(key, panel), 5)
-    return _median_call(lambda: fit(key, panel, cfg), 5)
+    return _median_call(lambda: fit(key, panel), 5)
 
 
 def _env(tree: str, settings: list[str]) -> dict:
@@ -144,7 +170,7 @@ def main(argv=None) -> int:
         unit = "s/replication" if name == "study" else "s"
         rows.append(f"| {name} | {ma:.3f} | {mb:.3f} | {unit} | {ma / mb:.2f}x | "
                     f"{', '.join(f'{x:.2f}' for x in a)} / {', '.join(f'{x:.2f}' for x in b)} |")
-    cmd = "python benchmarks/ab_compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m benchmarks.ab_compare " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
         f"{args.label}" if args.label else "",
         "",

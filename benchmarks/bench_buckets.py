@@ -1,11 +1,12 @@
 """Compile time against run time of staggered CoDEAL for several ``max_buckets``.
 
-Usage:
-  python benchmarks/bench_buckets.py --config 3 --groups 10 --buckets 4,8
+Usage (from the repository root):
+  python -m benchmarks.bench_buckets --config 3 --groups 10 --buckets 4,8
 
-For each value, ``fit(key, panel, config).y0_hat`` at the paper's settings is
-compiled ahead of time and timed with the suite's ``_timing.measure`` (one
-warm-up call, then the median of ``--repeats`` calls).
+For each value, ``codeal_jax.plan(panel, config)(key, panel).y0_hat`` at the
+paper's settings (no covariate stage, as the staggered script) is compiled
+ahead of time and timed with the suite's ``_timing.measure`` (one warm-up
+call, then the median of ``--repeats`` calls).
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import dataclasses
 import jax
 
 import codeal_jax
-from codeal_jax import api
 from codeal_jax.sim import config_preset, paper_config, simulate
 
-import _timing as tm  # benchmarks/ is the script's directory, hence on sys.path
+from . import _timing as tm
 
 
 def measure(panel, dgp, max_buckets: int, repeats: int) -> tuple[float, float]:
     """(compile s, steady median s) of CoDEAL with ``max_buckets`` on ``panel``."""
-    fit, cfg = api.resolve(panel, "codeal", None, paper_config("codeal", dgp))
-    cfg = dataclasses.replace(cfg, max_buckets=max_buckets)
-    m = tm.measure(lambda k, p: fit(k, p, cfg).y0_hat, (jax.random.key(1), panel), repeats, float("inf"))
+    cfg = dataclasses.replace(paper_config("codeal", dgp, covariates=None), max_buckets=max_buckets)
+    plan = codeal_jax.plan(panel, cfg)
+    m = tm.measure(lambda k, p: plan(k, p).y0_hat, (jax.random.key(1), panel.without_labels()), repeats,
+                   float("inf"))
     return m["compile_s"], m["median_s"]
 
 

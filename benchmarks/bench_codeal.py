@@ -1,30 +1,36 @@
 """CoDEAL speed: four-block at Config 2 sizes and staggered at Config 3 sizes.
 
-Usage:
-  python benchmarks/bench_codeal.py [--workload four_block|staggered|all] [--repeats 5]
+Usage (from the repository root):
+  python -m benchmarks.bench_codeal [--workload four_block|staggered|all] [--repeats 5]
       [--out benchmarks/results/codeal.md]
 
 Times compile (first call) separately from the median steady state, splits
 the four-block fit into its covariate and autoencoder stages, and compares
 achieved GFLOP/s with a 2000x2000 float32 matmul measured in the same run.
+Every fit is a plan of the driver: ``codeal_jax.plan(panel, config)`` as
+``estimate`` runs it, and, for comparison, one fit of every untreated cell of
+the panel (``staggered="whole"``: decoders on every cell, no subproblems).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-import _timing as tm  # noqa: E402
+import codeal_jax as cj
+from codeal_jax import covariates
+from codeal_jax.methods import codeal
+from codeal_jax.panel import fit_cells
+from codeal_jax.staggered import Blocks, padded_cost
 
-import codeal_jax as cj  # noqa: E402
-from codeal_jax import codeal, covariates  # noqa: E402
-from codeal_jax.design import staggered_design  # noqa: E402
-from codeal_jax.staggered import Blocks  # noqa: E402
+from . import _timing as tm
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "codeal.md")
 
 
 # The analytic FLOP formulas live in _timing (shared with the suite).
@@ -50,15 +56,21 @@ def staggered_panel(seed, r, n=100, t=120, k=4):
     return cj.Panel.from_arrays(y0 + 12 * w, w)
 
 
+def whole_panel(panel, cfg):
+    """The plan of one fit of every untreated cell (any mask; no subproblem, no skipped blocks)."""
+    return cj.plan(panel, dataclasses.replace(cfg, staggered="whole"))
+
+
 def bench_four_block(repeats):
     panel = four_block_panel(0)
-    cfg = cj.CodealConfig()
+    cfg = cj.CodealConfig()  # DNN covariate removal, the paper's settings
     n, t = panel.shape
     key = jax.random.key(0)
-    fit_fn, cfg = cj.resolve(panel, "codeal", "dnn", cfg)  # what estimate() runs
-    first, med, _ = tm.time_call(lambda k: fit_fn(k, panel, cfg), key, repeats=repeats)
-    g_first, g_med, _ = tm.time_call(lambda k: codeal.fit(k, panel, cfg), key, repeats=repeats)
-    mask = covariates.fit_cells(panel)
+    plan = cj.plan(panel, cfg)  # what estimate() runs: the panel as its one four-block subproblem
+    first, med, _ = tm.time_call(lambda k: plan(k, panel), key, repeats=repeats)
+    whole = whole_panel(panel, cfg)
+    g_first, g_med, _ = tm.time_call(lambda k: whole(k, panel), key, repeats=repeats)
+    mask = fit_cells(panel)
     cov_fn = jax.jit(lambda k: covariates.dnn_effects(k, panel.x, panel.y, mask, cfg.covariates))
     c_first, c_med, _ = tm.time_call(cov_fn, key, repeats=repeats)
     blocks = Blocks(ctrl=jnp.int32(100), a_rows=100, b_rows=100, b_cols=60)
@@ -73,7 +85,8 @@ def bench_four_block(repeats):
         ("CoDEAL fit, as `estimate` runs it (DNN covariates + AE)", first - med, med, fa + fc),
         ("  covariate networks (T=120 nets, 400 steps)", c_first - c_med, c_med, fc),
         ("  autoencoder (50 steps, training skips the treated block)", a_first - a_med, a_med, fa),
-        ("generic `codeal.fit` (any mask: decoders on every cell)", g_first - g_med, g_med, fa_all + fc),
+        ('whole-panel fit, `staggered="whole"` (any mask: decoders on every cell)', g_first - g_med, g_med,
+         fa_all + fc),
     ]
     lines = [
         f"Config 2 sizes (N=200, T=120, N1=100, T1=60, P=5, K=3), paper settings. Machine: {tm.machine()}.",
@@ -96,18 +109,17 @@ def bench_staggered(repeats, four_block_s=None):
         "",
         f"Config 3 sizes (N=100, T=120, K=4), equal groups, no covariates, staggered-script settings (decoders 64-64). Machine: {tm.machine()}.",
         "",
-        "| design | subproblems | padded work (full-panel fits) | compile s | steady s (median) | four-block fit s | ratio |",
+        "| design | subproblems | padded work (full-panel fits) | compile s | steady s (median) | whole-panel fit s | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    from codeal_jax.staggered import padded_cost
-
     for r in (5, 10):
         panel = staggered_panel(0, r)
-        cfg = cj.CodealConfig.paper_staggered()
-        fit, cfg = cj.resolve(panel, "codeal", None, cfg)
-        first, med, _ = tm.time_call(lambda k: fit(k, panel, cfg), jax.random.key(0), repeats=repeats)
-        f_first, f_med, _ = tm.time_call(lambda k: codeal.fit(k, panel, cfg), jax.random.key(0), repeats=repeats)
-        d = staggered_design(panel.w)
+        cfg = cj.CodealConfig.paper_staggered(covariates=cj.CovariateConfig(method="none"))
+        plan = cj.plan(panel, cfg)  # one fit per subproblem (paper Algorithm 2)
+        whole = whole_panel(panel, cfg)
+        first, med, _ = tm.time_call(lambda k: plan(k, panel), jax.random.key(0), repeats=repeats)
+        f_first, f_med, _ = tm.time_call(lambda k: whole(k, panel), jax.random.key(0), repeats=repeats)
+        d = plan.design
         lines.append(
             f"| r = {r} | {len(d.subproblems())} | {padded_cost(d, cfg.max_buckets):.1f} | {first - med:.1f} | {med:.2f} | {f_med:.3f} | {med / f_med:.1f} |"
         )
@@ -115,13 +127,13 @@ def bench_staggered(repeats, four_block_s=None):
 
 
 def main(argv=None):
-    from codeal_jax.xla_flags import tune_cpu
+    from codeal_jax.runtime import tune_cpu
 
     tune_cpu()  # measured CPU compiler settings, before JAX starts its backend
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", default="all", choices=["four_block", "staggered", "all"])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default="benchmarks/results/codeal.md")
+    ap.add_argument("--out", default=OUT)
     args = ap.parse_args(argv)
     lines = []
     if args.workload in ("four_block", "all"):
@@ -131,7 +143,7 @@ def main(argv=None):
         lines += bench_staggered(args.repeats)
     print("\n".join(lines))
     if args.out:
-        tm.write_markdown(args.out, "CoDEAL", [f"Command: `python benchmarks/bench_codeal.py --workload {args.workload}`", ""] + lines)
+        tm.write_markdown(args.out, "CoDEAL", [f"Command: `python -m benchmarks.bench_codeal --workload {args.workload}`", ""] + lines)
 
 
 if __name__ == "__main__":

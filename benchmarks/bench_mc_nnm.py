@@ -3,16 +3,18 @@
 Panels: Y0 = a_i + b_t + U V' (rank 3) + 0.5 eps, four-block design with the
 bottom half of the units treated in the second half of the periods (25% of the
 cells), unit effects tau_i ~ N(2, 1). Three lambda rules: a fixed lambda
-(lam_max / 20), the suggested-rank rule (K = 3, the CoDEAL paper's default) and
-MCPanel cross-validation (5 folds, 100 lambdas). The numpy implementation below
+(lam_max / 20), the suggested-rank rule (K = 3; the first fit of the path with
+rank >= K, ``rank_rule="first_at_least"``, the rule the numpy implementation
+follows) and MCPanel cross-validation (5 folds, 100 lambdas). The numpy implementation below
 runs the same iteration (exact two-way FE, one SVT step, the same grid, the same
 stopping rule) and, for CV, the same fold masks, so the predictions should agree
-to float32 accuracy. Compile time is reported separately; steady-state times are
-medians of ``--runs`` calls.
+to float32 accuracy. The library's fit is its plan, ``codeal_jax.plan(panel,
+config)(key, panel)``, jitted (no covariate stage). Compile time is reported
+separately; steady-state times are medians of ``--runs`` calls.
 
-Usage:
-  python benchmarks/bench_mc_nnm.py                   # writes benchmarks/results/mc_nnm.md
-  python benchmarks/bench_mc_nnm.py --out FILE --append --title "GPU"
+Usage (from the repository root):
+  python -m benchmarks.bench_mc_nnm                   # writes benchmarks/results/mc_nnm.md
+  python -m benchmarks.bench_mc_nnm --out FILE --append --title "GPU"
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codeal_jax import CovariateConfig, Panel
-from codeal_jax.baselines import mc_nnm
+import codeal_jax
+from codeal_jax import CovariateConfig, MCNNMConfig, Panel
 
 # ----------------------------------------------------------------------------- numpy reference (float64)
 
@@ -164,16 +166,18 @@ def bench_size(n, t, runs, np_runs, batch):
     lam_fixed = ref.start(np.where(mask, y, 0), mask)[2] / 20
     no_cov = CovariateConfig(method="none")
     configs = {
-        "fixed lambda (lam_max/20)": mc_nnm.MCNNMConfig(lam=float(lam_fixed), covariates=no_cov),
-        "suggested rank K=3": mc_nnm.MCNNMConfig(rank=3, covariates=no_cov),
-        "CV (5 folds, 100 lambdas)": mc_nnm.MCNNMConfig(cv=True, covariates=no_cov),
+        "fixed lambda (lam_max/20)": MCNNMConfig(lam=float(lam_fixed), covariates=no_cov),
+        # The library's default rule ("last_at_most") runs further down the path; pin the numpy one's.
+        "suggested rank K=3": MCNNMConfig(rank=3, rank_rule="first_at_least", covariates=no_cov),
+        "CV (5 folds, 100 lambdas)": MCNNMConfig(cv=True, covariates=no_cov),
     }
-    # The same fold masks as the library draws from this key.
+    # The same fold masks as the library draws from this key (the driver's fit half of split(key)).
     k_cv = jax.random.split(key)[1]
     folds = np.asarray(jax.random.bernoulli(k_cv, 0.8, (5, n, t)))
     rows = []
     for name, cfg in configs.items():
-        run = jax.jit(lambda k, p, cfg=cfg: mc_nnm.fit(k, p, cfg))
+        plan = codeal_jax.plan(panel, cfg)  # one fit of the whole panel
+        run = jax.jit(lambda k, p, plan=plan: plan(k, p))
         t0 = time.perf_counter()
         compiled = run.lower(key, panel).compile()
         compile_s = time.perf_counter() - t0
@@ -195,7 +199,7 @@ def bench_size(n, t, runs, np_runs, batch):
             # Different noise per replication so lanes take different iteration counts.
             noise = 0.1 * jax.random.normal(jax.random.key(1), (batch, n, t))
             panels = panels.replace(y=panels.y + noise)
-            vrun = jax.jit(jax.vmap(lambda k, p, cfg=cfg: mc_nnm.fit(k, p, cfg)))
+            vrun = jax.jit(jax.vmap(lambda k, p, plan=plan: plan(k, p)))
             jax.block_until_ready(vrun(keys, panels))
             _, b_s = timed(lambda: jax.block_until_ready(vrun(keys, panels)), max(2, runs // 2))
             row["batch_ms"] = b_s * 1e3 / batch
@@ -248,7 +252,7 @@ def main(argv=None):
         f"{os.cpu_count()} CPU cores, numpy {np.__version__}, Python {platform.python_version()}; "
         f"total benchmark time {time.perf_counter() - t_start:.0f} s"
     )
-    command = "python " + " ".join(["benchmarks/bench_mc_nnm.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m benchmarks.bench_mc_nnm", *(argv if argv is not None else sys.argv[1:])])
     title = args.title or f"{dev.platform.upper()}"
     body = table(rows, args.batch)
     section = f"## {title}\n\n{env}.\n\nCommand: `{command}`\n\n{body}\n"

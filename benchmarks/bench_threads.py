@@ -1,8 +1,8 @@
 """How many cores XLA:CPU uses for a large matmul and for CoDEAL's per-unit decoder products.
 
-Usage:
-  python benchmarks/bench_threads.py [--units 200 --rows 120 --width 64 --repeats 20]
-  python benchmarks/bench_threads.py --study codeal        # or a comma-separated list of methods
+Usage (from the repository root):
+  python -m benchmarks.bench_threads [--units 200 --rows 120 --width 64 --repeats 20]
+  python -m benchmarks.bench_threads --study codeal        # or a comma-separated list of methods
 
 Each measurement runs in a fresh process, once on every core this process may
 use and once pinned to a single core (``os.sched_setaffinity``), so the two
@@ -20,7 +20,8 @@ programmes recover. Times are medians of ``--repeats`` calls after a warm-up
 call, with ``block_until_ready``.
 
 ``--study METHODS`` asks the same of a Monte Carlo study: ``run_study``'s
-compiled chunk programme (Config 2, paper settings, DNN covariate removal) on
+compiled chunk programme (``codeal_jax.sim.programmes.chunk_programme``;
+Config 2, paper settings, DNN covariate removal) on
 2C replications as two chunks of C in turn, as one chunk of 2C, and as two
 chunks of C dispatched at once from two threads; seconds per replication,
 three rounds.
@@ -35,6 +36,8 @@ import subprocess
 import sys
 import threading
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
 
 def _together(*fns) -> None:
@@ -55,7 +58,7 @@ def worker(units: int, rows: int, width: int, repeats: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    import _timing as tm  # benchmarks/ is the script's directory, hence on sys.path
+    from . import _timing as tm
 
     rng = np.random.default_rng(1)
     x, x2 = (jnp.asarray(rng.normal(size=(units, rows, width)), jnp.float32) for _ in range(2))
@@ -81,12 +84,12 @@ def study(methods: list[str], chunk: int, rounds: int = 3) -> None:
     import jax
     import numpy as np
 
-    from codeal_jax.sim import config_preset, paper_methods
-    from codeal_jax.sim import runner
+    from codeal_jax.sim import config_preset, paper_methods, programmes, runs
 
     dgp = config_preset(2)
-    runs = tuple(runner._method_runs(paper_methods(methods, dgp)))
-    chunk_fn, _, split = runner._programme(dgp, runs, "dnn", tuple(jax.local_devices()))
+    devices = tuple(jax.local_devices())
+    chunk_fn = programmes.chunk_programme(dgp, runs.method_runs(paper_methods(methods, dgp)), devices)
+    split, _ = programmes.shardings(devices)
     key = jax.random.key(0)
 
     def call(lo, width):
@@ -116,10 +119,10 @@ def study(methods: list[str], chunk: int, rounds: int = 3) -> None:
 
 
 def _run(args, pin: bool) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *_shape_args(args)]
+    cmd = [sys.executable, "-m", "benchmarks.bench_threads", "--worker", *_shape_args(args)]
     if pin:
         cmd.append("--pin")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

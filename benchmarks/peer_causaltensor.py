@@ -1,6 +1,7 @@
 """Times causaltensor's MC-NNM on a panel saved by the suite (run in a subprocess with a time limit).
 
-Usage (by suite.py): python benchmarks/peer_causaltensor.py PANEL.npz KIND ARG REPEATS OUT.npz
+Usage (by suite.py, from the repository root):
+  python -m benchmarks.peer_causaltensor PANEL.npz KIND ARG REPEATS OUT.npz
   KIND: fixed (ARG = l on causaltensor's scale), rank (ARG = suggested rank) or cv (ARG = folds).
 Writes OUT.npz with the median seconds, the number of runs and the baseline (N, T).
 Only numpy and causaltensor are imported, so a slow peer can be stopped without touching JAX.

@@ -1,21 +1,21 @@
-"""The benchmark suite: one table, one row per workload; also rebuilds benchmarks/README.md.
+"""The benchmark suite: one table, one row per workload; also refreshes the tables in benchmarks/README.md.
 
-Usage:
-  python benchmarks/run_all.py                     # quick suite (default)
-  python benchmarks/run_all.py --full              # every workload and size (long on a CPU)
-  python benchmarks/run_all.py --only 'codeal_c2,mc_nnm*' --repeats 3
-  python benchmarks/run_all.py --full --tag h100   # writes results/suite_h100.md and .csv
-  python benchmarks/run_all.py --list              # the workload names
-  python benchmarks/run_all.py --scripts codeal,mc_nnm,spectral   # also the per-script benchmarks
-  python benchmarks/run_all.py --assemble          # only rebuild README.md from benchmarks/results/*.md
+Usage (from the repository root):
+  python -m benchmarks.run_all                     # quick suite (default)
+  python -m benchmarks.run_all --full              # every workload and size (long on a CPU)
+  python -m benchmarks.run_all --only 'codeal_c2,mc_nnm*' --repeats 3
+  python -m benchmarks.run_all --full --tag h100   # writes results/suite_h100.md and .csv
+  python -m benchmarks.run_all --list              # the workload names
+  python -m benchmarks.run_all --scripts codeal,mc_nnm,spectral   # also the per-script benchmarks
+  python -m benchmarks.run_all --assemble          # only refresh README.md's tables from results/suite*.md
 
 The suite (``suite.py``) prints the table and writes it to
 benchmarks/results/suite.md and suite.csv (suite_<tag>.* with ``--tag``), one
 row per workload: shape, median steady-state seconds, compile seconds, FLOPs,
 GFLOP/s, the ratio to a float32 matmul measured in the same run, peak memory
-and the speed-up over a peer where one is run. The older per-script
-benchmarks (bench_*.py) still write their own fragments; ``--scripts`` runs
-them in subprocesses (so one failing script does not stop the others).
+and the speed-up over a peer where one is run. The per-script benchmarks
+(bench_*.py) write their own results files; ``--scripts`` runs them in
+subprocesses (so one failing script does not stop the others).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
+README = os.path.join(HERE, "README.md")
 
 # name -> (quick args, full args)
 SCRIPTS = {
@@ -36,35 +38,36 @@ SCRIPTS = {
     "mc_nnm": (["--runs", "3", "--np-runs", "2"], ["--runs", "5", "--np-runs", "3", "--batch", "8"]),
     "spectral": (["--quick"], []),
 }
-ORDER = ["optimisations", "codeal", "studies", "mc_nnm", "spectral"]
-LAST = ["sensitivity", "sensitivity_4b_leaky", "contrasts"]  # they read the paper tables' runs, so they follow those tables
 
-HEADER = """# Benchmarks
-
-Every number below was measured by the command shown with it; machines are named with each table.
-Timings are medians of steady-state runs after compilation (`block_until_ready`), with compile time
-reported separately. `python benchmarks/run_all.py` (quick) or `python benchmarks/run_all.py --full`
-runs the suite (one row per workload, `--tag NAME` per machine); `--scripts` adds the per-script
-benchmarks; `--assemble` only rebuilds this file from `benchmarks/results/*.md`.
-"""
+# README.md's suite tables sit between these lines; everything else in it is written by hand.
+BEGIN = "<!-- suite tables: written by `python -m benchmarks.run_all` from results/suite*.md -->"
+END = "<!-- end of suite tables -->"
 
 
 def fragment_names() -> list[str]:
-    """Fragments in README order: the suite tables first, then ORDER, the rest alphabetically, then LAST."""
+    """The suite tables in README order: ``suite`` (this project's CPU) first, then ``suite_<tag>`` by tag."""
     have = sorted(f[:-3] for f in os.listdir(RESULTS) if f.endswith(".md"))
-    suite = [n for n in have if n == "suite"] + [n for n in have if n.startswith("suite_")]
-    names = suite + [n for n in ORDER if n in have and n not in suite]
-    last = [n for n in LAST if n in have and n not in names]
-    return names + [n for n in have if n not in names and n not in last] + last
+    return [n for n in have if n == "suite"] + [n for n in have if n.startswith("suite_")]
 
 
-def assemble() -> str:
-    parts = [HEADER]
+def assemble(readme: str = README) -> str:
+    """Replaces the suite tables in ``readme`` by the current results fragments; returns the new text.
+
+    Raises:
+      ValueError: if ``readme`` lacks the BEGIN/END marker lines.
+    """
+    with open(readme) as f:
+        text = f.read()
+    head, sep, rest = text.partition(BEGIN + "\n")
+    _, sep2, tail = rest.partition(END + "\n")
+    if not (sep and sep2):
+        raise ValueError(f"{readme} has no {BEGIN!r} ... {END!r} block to refresh")
+    parts = []
     for name in fragment_names():
         with open(os.path.join(RESULTS, f"{name}.md")) as f:
             parts.append(f.read().strip() + "\n")
-    text = "\n".join(parts)
-    with open(os.path.join(HERE, "README.md"), "w") as f:
+    text = head + BEGIN + "\n\n" + "\n".join(parts) + "\n" + END + "\n" + tail
+    with open(readme, "w") as f:
         f.write(text)
     return text
 
@@ -72,10 +75,10 @@ def assemble() -> str:
 def run_scripts(names: list[str], full: bool) -> None:
     for name in names:
         quick, fargs = SCRIPTS[name]
-        cmd = [sys.executable, os.path.join(HERE, f"bench_{name}.py"), *(fargs if full else quick)]
+        cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", *(fargs if full else quick)]
         print(f"== {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call(cmd)
+        rc = subprocess.call(cmd, cwd=ROOT)
         print(f"== {name}: exit {rc}, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -98,14 +101,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--peer-timeout", type=float, default=600.0,
                     help="stop a peer (causaltensor) call after this many seconds; the row gives a lower bound")
     ap.add_argument("--scripts", default="", help="also run these per-script benchmarks: " + ",".join(SCRIPTS) + " or all")
-    ap.add_argument("--assemble", action="store_true", help="only rebuild README.md from results/*.md")
+    ap.add_argument("--assemble", action="store_true", help="only refresh README.md's tables from results/suite*.md")
     ap.add_argument("--results-dir", default=RESULTS, help=argparse.SUPPRESS)
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tiny shapes, for the tests
     return ap
 
 
 def main(argv=None):
-    from codeal_jax.xla_flags import tune_cpu
+    from codeal_jax.runtime import tune_cpu
 
     tune_cpu()  # measured CPU compiler settings, before JAX starts its backend
     ap = parser()
@@ -122,7 +125,7 @@ def main(argv=None):
     if args.repeats is not None and args.repeats < 1:
         ap.error("--repeats must be >= 1")
 
-    import suite  # after argument checks: importing JAX takes seconds
+    from . import suite  # after argument checks: importing JAX takes seconds
 
     if args.list:
         for w in suite.catalogue():
@@ -135,7 +138,7 @@ def main(argv=None):
 
     import jax
 
-    import _timing as tm
+    from . import _timing as tm
 
     accel = jax.devices()[0].platform != "cpu"
     full = args.full
@@ -160,7 +163,7 @@ def main(argv=None):
     rows = suite.run(ctx, workloads)
     elapsed = time.perf_counter() - t0
 
-    command = "python benchmarks/run_all.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.run_all " + " ".join(sys.argv[1:] if argv is None else argv)
     title, lines = suite.markdown(ctx, rows, command.strip(), elapsed)
     stem = f"suite_{args.tag}" if args.tag else "suite"
     md = os.path.join(args.results_dir, f"{stem}.md")
@@ -173,7 +176,7 @@ def main(argv=None):
         run_scripts(scripts, full)
     if os.path.abspath(args.results_dir) == os.path.abspath(RESULTS) and not args.tiny:
         assemble()
-        print("rebuilt benchmarks/README.md")
+        print("refreshed the suite tables in benchmarks/README.md")
     return rows
 
 

@@ -1,10 +1,11 @@
-"""The benchmark suite: one table, one row per workload (driven by ``run_all.py``).
+"""The benchmark suite: one table, one row per workload (driven by ``python -m benchmarks.run_all``).
 
 Every workload is a jitted call of what users run: a panel simulated by
 ``codeal_jax.sim`` (or ``codeal_jax.sim.spectral_dgp`` for the spectral
-estimator), ``codeal_jax.api.resolve`` and the ``fit`` it returns, compiled
-ahead of time (compile seconds reported separately), then timed over several
-steady-state calls (``block_until_ready``; the median is reported).
+estimator), ``codeal_jax.plan(panel, config)`` and the plan it returns,
+``plan(key, panel)``, compiled ahead of time (compile seconds reported
+separately), then timed over several steady-state calls
+(``block_until_ready``; the median is reported).
 
 FLOPs: loop bodies (``lax.scan`` training, ``while_loop`` solvers) appear once
 in XLA's ``cost_analysis`` whatever the number of iterations, and LAPACK calls
@@ -28,14 +29,13 @@ from typing import Callable
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _timing as tm  # noqa: E402
+import codeal_jax
+from codeal_jax.sim import config_preset, paper_config, paper_methods, run_study, simulate
 
-from codeal_jax import api  # noqa: E402
-from codeal_jax.design import staggered_design  # noqa: E402
-from codeal_jax.sim import config_preset, paper_config, paper_methods, run_study, simulate  # noqa: E402
+from . import _timing as tm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)  # the repository root: `python -m benchmarks.<name>` runs from there
 RESULTS = os.path.join(HERE, "results")
 
 # The published PyTorch code's cost, as measured by the issue author (not re-run here).
@@ -152,12 +152,15 @@ def staggered_dgp(ctx: Context, k: int, r: int):
     return config_preset(k, n_groups=r, **over)
 
 
-def fit_measure(ctx: Context, panel, method: str, covariates, config):
-    """Resolves ``method`` as ``estimate`` does and measures ``fit(key, panel, config)``."""
-    fit, cfg = api.resolve(panel, method, covariates, config)
-    panel = panel.without_labels()
-    m = tm.measure(lambda k, p: fit(k, p, cfg), (key0(), panel), ctx.repeats)
-    return m, cfg
+def fit_measure(ctx: Context, panel, config):
+    """Plans ``config`` on ``panel`` as ``estimate`` does and measures ``plan(key, panel)``.
+
+    Returns:
+      ``(measurement, plan)``: :func:`_timing.measure`'s dict and the plan timed.
+    """
+    plan = codeal_jax.plan(panel, config)
+    m = tm.measure(lambda k, p: plan(k, p), (key0(), panel.without_labels()), ctx.repeats)
+    return m, plan
 
 
 def base_row(name: str, shape: str, m: dict, **extra) -> dict:
@@ -165,11 +168,12 @@ def base_row(name: str, shape: str, m: dict, **extra) -> dict:
                 xla_flops=m["xla_flops"], mem_bytes=m["mem_bytes"], **extra)
 
 
-def codeal_flops(panel, cfg) -> float:
-    """Analytic useful FLOPs of CoDEAL on ``panel`` (see :data:`FLOP_NOTES`)."""
+def codeal_flops(panel, plan) -> float:
+    """Analytic useful FLOPs of CoDEAL's ``plan`` on ``panel`` (see :data:`FLOP_NOTES`)."""
     n, t = panel.shape
+    cfg = plan.config
     total = tm.cov_flops(n, t, panel.x.shape[1], cfg.covariates)
-    for s in staggered_design(np.asarray(panel.w), cfg.max_groups).subproblems():
+    for s in plan.design.subproblems():  # a four-block panel is its one subproblem
         cells = s.ctrl_rows * s.cols + (s.rows - s.ctrl_rows) * s.pre_cols
         total += tm.ae_flops(s.rows, s.cols, cfg, train_cells=cells)
     return total
@@ -188,8 +192,8 @@ def codeal_workload(name, dgp_fn, covariates, published=False, note=""):
     def run(ctx: Context):
         dgp = dgp_fn(ctx)
         panel, _ = simulate(key0(), dgp)
-        m, cfg = fit_measure(ctx, panel, "codeal", covariates, paper_config("codeal", dgp))
-        row = base_row(name, shape_of(dgp), m, flops=codeal_flops(panel, cfg), flop_source="analytic",
+        m, plan = fit_measure(ctx, panel, paper_config("codeal", dgp, covariates=covariates))
+        row = base_row(name, shape_of(dgp), m, flops=codeal_flops(panel, plan), flop_source="analytic",
                        notes=note)
         if published and not ctx.tiny:
             row.update(peer="PyTorch (published code, issue author's figure)", peer_s=PYTORCH_CODEAL_S)
@@ -224,7 +228,7 @@ def baseline_flops(method, panel, cfg, res, xla) -> tuple[float | None, str]:
         iters = int(res.info["iterations"]) + int(res.info.get("cv_iterations", 0))
         return cov + iters * tm.svd_flops(n, t), "analytic"
     if method == "single_ae":
-        sizes = (n, *cfg.encoder_hidden, cfg.latent_dim, *cfg.decoder_hidden, n)
+        sizes = (n, *cfg.encoder_hidden, cfg.rank, *cfg.decoder_hidden, n)
         return cov + tm.trained_flops(t * tm.mlp_flops(sizes), cfg.steps), "analytic"
     if method == "aemc_ne":
         fwd = n * tm.mlp_flops((t, *cfg.hidden, t)) + n * t * tm.mlp_flops((1, *cfg.enet_hidden, 1))
@@ -240,10 +244,11 @@ def baseline_workload(name, method, dgp_fn, covariates, config_fn=None, peer=Non
     def run(ctx: Context):
         dgp = dgp_fn(ctx)
         panel, _ = simulate(key0(), dgp)
-        config = paper_config(method, dgp)
+        config = paper_config(method, dgp, covariates=covariates)
         if config_fn is not None:
             config = config_fn(panel, config)
-        m, cfg = fit_measure(ctx, panel, method, covariates, config)
+        m, plan = fit_measure(ctx, panel, config)
+        cfg = plan.config
         flops, source = baseline_flops(method, panel, cfg, m["out"], m["xla_flops"])
         row = base_row(name, shape_of(dgp), m, flops=flops, flop_source=source, notes=note)
         if method == "mc_nnm":
@@ -264,7 +269,7 @@ def baseline_workload(name, method, dgp_fn, covariates, config_fn=None, peer=Non
 
 def lam_max(panel) -> float:
     """The library's lambda_max on the panel's fit cells (MCPanel's rule), via bench_mc_nnm's float64 reference."""
-    from bench_mc_nnm import NumpyMCNNM
+    from .bench_mc_nnm import NumpyMCNNM
 
     y = np.asarray(panel.y, np.float64)
     mask = ~np.asarray(panel.w)
@@ -305,10 +310,9 @@ def ct_peer(kind: str):
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = os.path.join(tmp, "panel.npz"), os.path.join(tmp, "out.npz")
             np.savez(src, y=y, w=w)
-            cmd = [sys.executable, os.path.join(HERE, "peer_causaltensor.py"), src, kind, str(arg),
-                   str(ctx.repeats), dst]
+            cmd = [sys.executable, "-m", "benchmarks.peer_causaltensor", src, kind, str(arg), str(ctx.repeats), dst]
             try:
-                subprocess.run(cmd, check=True, timeout=ctx.peer_timeout, capture_output=True, text=True)
+                subprocess.run(cmd, check=True, timeout=ctx.peer_timeout, capture_output=True, text=True, cwd=ROOT)
             except subprocess.TimeoutExpired:
                 bound = ctx.peer_timeout / res_seconds(ctx, res)
                 return label, None, f"{note}; peer stopped after {ctx.peer_timeout:.0f} s (speed-up > {bound:.0f})"
@@ -350,10 +354,10 @@ def spectral_workload(name, n):
                                    f"> --spectral-max-seconds {ctx.spectral_max_s:.0f}")]
         # bench_spectral's speed panels: the reference section 7 design at n = m.
         panel, _ = simulate_spectral(key0(), SpectralDGPConfig(n_units=size, n_periods=size))
-        m, cfg = fit_measure(ctx, panel, "spectral", None, None)
+        m, plan = fit_measure(ctx, panel, codeal_jax.SpectralConfig())
         flops = 2 * tm.svd_flops(size, size)
         return [base_row(name, f"n=m={size}", m, flops=flops, flop_source="analytic", n=size,
-                         notes=f"exact thin SVD, unit_effect={cfg.unit_effect}")]
+                         notes=f"exact thin SVD, unit_effect={plan.config.unit_effect}")]
 
     return run
 
@@ -459,8 +463,8 @@ def scaling_workload(name, n, t):
         nn, tt = (20, 12) if ctx.tiny else (n, t)
         dgp = config_preset(2, n_units=nn, n_periods=tt, n_control=nn // 2, t_pre=tt // 2)
         panel, _ = simulate(key0(), dgp)
-        m, cfg = fit_measure(ctx, panel, "codeal", "dnn", paper_config("codeal", dgp))
-        return [base_row(name, shape_of(dgp), m, flops=codeal_flops(panel, cfg), flop_source="analytic",
+        m, plan = fit_measure(ctx, panel, paper_config("codeal", dgp, covariates="dnn"))
+        return [base_row(name, shape_of(dgp), m, flops=codeal_flops(panel, plan), flop_source="analytic",
                          notes="Config 2 settings; four-block with N/2 controls, T/2 pre-periods")]
 
     return run

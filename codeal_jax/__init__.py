@@ -1,26 +1,71 @@
-"""codeal_jax: fast heterogeneous treatment effects on panels by causal matrix completion."""
+"""codeal_jax: fast heterogeneous treatment effects on panels by causal matrix completion.
 
-from .api import METHODS as METHODS
-from .api import default_config as default_config
-from .api import estimate as estimate
-from .api import resolve as resolve
-from .codeal import CodealConfig as CodealConfig
+Layers, each importing only from those before it (``docs/architecture.md``):
+``runtime``; data (``panel``, ``design``, ``result``); numerics (``checks``,
+``nets``, ``train``, ``linalg``, ``memory``); the driver (``covariates``,
+``staggered``, ``contract``, ``registry``, ``driver``); the methods
+(``methods/``); studies (``sim/``); I/O (``io/``); the command line (``cli/``).
+This module re-exports the public names.
+"""
+
+__version__ = "0.2.0"
+
+from .contract import ImputationConfig as ImputationConfig
+from .contract import Method as Method
+from .contract import MethodConfig as MethodConfig
 from .covariates import CovariateConfig as CovariateConfig
-from .longdata import panel_from_long as panel_from_long
-from .longdata import panel_to_long as panel_to_long
+from .driver import Plan as Plan
+from .driver import default_config as default_config
+from .driver import estimate as estimate
+from .driver import plan as plan
+from .io.longdata import panel_from_long as panel_from_long
+from .io.longdata import panel_to_long as panel_to_long
+from .methods.aemc_ne import AEMCNEConfig as AEMCNEConfig
+from .methods.codeal import CodealConfig as CodealConfig
+from .methods.did import DiDConfig as DiDConfig
+from .methods.mc_nnm import MCNNMConfig as MCNNMConfig
+from .methods.single_ae import SingleAEConfig as SingleAEConfig
+from .methods.spectral import SpectralConfig as SpectralConfig
+from .methods.spectral import SpectralResult as SpectralResult
+from .methods.spectral import difference_in_means as difference_in_means
+from .methods.spectral import spectral as spectral
+from .methods.vert_reg import VertRegConfig as VertRegConfig
 from .panel import Panel as Panel
 from .panel import effects as effects
+from .registry import names as methods
+from .registry import register as register
+from .registry import unregister as unregister
 from .result import Result as Result
-from .spectral import SpectralConfig as SpectralConfig
-from .spectral import SpectralResult as SpectralResult
-from .spectral import difference_in_means as difference_in_means
-from .spectral import spectral as spectral
-from .baselines.aemc_ne import AEMCNEConfig as AEMCNEConfig
-from .baselines.did import DiDConfig as DiDConfig
-from .baselines.mc_nnm import MCNNMConfig as MCNNMConfig
-from .baselines.single_ae import SingleAEConfig as SingleAEConfig
-from .baselines.vert_reg import VertRegConfig as VertRegConfig
 from .result import Status as Status
-from .xla_flags import tune_cpu as tune_cpu
+from .runtime import tune_cpu as tune_cpu
 
-__version__ = "0.1.0"
+__all__ = [
+    "AEMCNEConfig",
+    "CodealConfig",
+    "CovariateConfig",
+    "DiDConfig",
+    "ImputationConfig",
+    "MCNNMConfig",
+    "Method",
+    "MethodConfig",
+    "Panel",
+    "Plan",
+    "Result",
+    "SingleAEConfig",
+    "SpectralConfig",
+    "SpectralResult",
+    "Status",
+    "VertRegConfig",
+    "default_config",
+    "difference_in_means",
+    "effects",
+    "estimate",
+    "methods",
+    "panel_from_long",
+    "panel_to_long",
+    "plan",
+    "register",
+    "spectral",
+    "tune_cpu",
+    "unregister",
+]

@@ -60,20 +60,16 @@ def widths(cfg, *fields: str) -> None:
         object.__setattr__(cfg, f, tuple(int(h) for h in value))
 
 
-def covariate_stage(cfg, centerings: tuple[str, ...] | None = None) -> None:
-    """The ``covariates`` and ``centering`` fields every imputation method has."""
-    from .covariates import CENTERINGS, CovariateConfig  # covariates.py itself uses this module
-
-    if not isinstance(cfg.covariates, CovariateConfig):
-        raise ValueError(f"{_name(cfg, 'covariates')} must be a CovariateConfig, got {type(cfg.covariates).__name__}")
-    centerings = CENTERINGS if centerings is None else centerings
-    if cfg.centering not in centerings:
-        shown = "'auto' or one of " + str(CENTERINGS) if "auto" in centerings else f"one of {centerings}"
-        raise ValueError(f"{_name(cfg, 'centering')} must be {shown}, got {cfg.centering!r}")
-
-
 def one_of(cfg, field: str, allowed: tuple[str, ...]) -> None:
     """A string option that must be one of ``allowed``."""
     value = getattr(cfg, field)
     if value not in allowed:
         raise ValueError(f"{_name(cfg, field)} must be one of {allowed}, got {value!r}")
+
+
+def rank_fits(cfg, shape: tuple[int, int], field: str = "rank") -> None:
+    """A rank field must not exceed min(N, T) of the panel it is fitted to."""
+    n, t = shape
+    value = getattr(cfg, field)
+    if value > min(n, t):
+        raise ValueError(f"{_name(cfg, field)} K={value} exceeds min(N, T)={min(n, t)} for a {n}x{t} panel")

@@ -20,10 +20,10 @@ from flax import struct
 
 from . import checks, linalg
 from .nets import init_mlp_stack
-from .panel import Panel
+from .panel import Panel, fit_cells
 from .train import train
 
-METHODS = ("dnn", "linear", "none")
+REMOVALS = ("dnn", "linear", "none")
 CENTERINGS = ("blocks", "controls", "none")
 
 
@@ -46,8 +46,8 @@ class CovariateConfig:
     learning_rate: float = 1e-3
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"covariates must be one of {METHODS}, got {self.method!r}")
+        if self.method not in REMOVALS:
+            raise ValueError(f"covariates must be one of {REMOVALS}, got {self.method!r}")
         checks.at_least_one(self, "hidden", "steps")
         checks.positive(self, "learning_rate")
 
@@ -69,9 +69,17 @@ class Prepared:
     info: dict
 
 
-def fit_cells(panel: Panel) -> jax.Array:
-    """(N, T) bool: observed untreated cells, the only ones any method may fit on."""
-    return panel.observed & ~panel.w
+def resolve_centering(centering: str, per_block: bool) -> str:
+    """The one centring rule: a config's ``centering`` for one fit, ``"auto"`` resolved.
+
+    ``"auto"`` is the reference code's choice: the mean of the block means
+    (``"blocks"``) for a panel fitted in one piece or as its one four-block
+    subproblem, the never-treated units' mean (``"controls"``) for a staggered
+    design fitted per subproblem (``per_block``). Other values are kept.
+    """
+    if centering == "auto":
+        return "controls" if per_block else "blocks"
+    return centering
 
 
 def centre(panel: Panel, how: str) -> jax.Array:
@@ -82,8 +90,6 @@ def centre(panel: Panel, how: str) -> jax.Array:
     skipped. ``"controls"``: mean of the never-treated units' outcomes (the
     staggered script). ``"none"``: 0.
     """
-    if how == "auto":  # the four-block script's rule; staggered fits resolve "auto" themselves
-        how = "blocks"
     if how == "none":
         return jnp.zeros((), panel.y.dtype)
     obs = panel.observed
@@ -110,7 +116,7 @@ def dnn_effects(key: jax.Array, x: jax.Array, y: jax.Array, mask: jax.Array, con
     networks (measured about 30% faster than vmapping the networks). The
     output layer is a multiply and a sum over the hidden axis, not an einsum:
     as a batched dot over periods XLA transposed the (N, T, H) activations
-    twice per step (see "Optimisations" in ``benchmarks/README.md``).
+    twice per step (``docs/performance.md``).
 
     Args:
       key: PRNG key.
@@ -166,7 +172,14 @@ def linear_effects(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def prepare(key: jax.Array, panel: Panel, config: CovariateConfig, centering: str = "blocks") -> Prepared:
-    """Centres the panel and removes covariate effects, as every method does first."""
+    """Centres the panel and removes covariate effects, as every method does first.
+
+    Args:
+      key: PRNG key of the DNN stage.
+      panel: the data.
+      config: the covariate stage.
+      centering: a resolved rule (:func:`resolve_centering`), not ``"auto"``.
+    """
     mask = fit_cells(panel)
     mu0 = centre(panel, centering)
     yc = panel.y - mu0

@@ -21,38 +21,49 @@ def adoption_times(w) -> np.ndarray:
     return np.where(w.any(axis=1), first, t)
 
 
-def check_adoption(panel: Panel, method: str = "this method") -> None:
-    """Checks what an adoption-design estimator needs, before tracing.
+def adoption_problem(panel: Panel, method: str = "this method") -> str | None:
+    """Why ``panel`` is not an irreversible adoption design with never-treated units, or None if it is.
 
-    Raises:
-      ValueError: if no unit is treated, no unit is never treated, a treated
-        unit has no untreated (pre-treatment) period, or treatment switches off
-        again (naming the units).
+    The message names the method and the units at fault: no treated cell, no
+    never-treated unit, treatment that switches off again, or a treated unit
+    without an observed pre-treatment period.
     """
     w = np.asarray(panel.w, bool)
     obs = np.asarray(panel.observed, bool)
     units = panel.units
     ever = w.any(axis=1)
     if not ever.any():
-        raise ValueError(f"{method} needs at least one treated cell; w is all zero")
+        return f"{method} needs at least one treated cell; w is all zero"
     if ever.all():
-        raise ValueError(f"{method} needs at least one never-treated (control) unit; every unit is treated")
+        return f"{method} needs at least one never-treated (control) unit; every unit is treated"
     start = adoption_times(w)
     # Irreversible: once treated, treated in every later period.
     after = np.arange(w.shape[1])[None, :] >= start[:, None]
     reversing = np.nonzero((after & ~w).any(axis=1))[0]
     if reversing.size:
-        raise ValueError(
+        return (
             f"{method} assumes irreversible (staggered) adoption, but treatment switches off again "
             f"for units {_describe(reversing, units)}"
         )
     pre_obs = (~after & obs).any(axis=1)
     no_pre = np.nonzero(ever & ~pre_obs)[0]
     if no_pre.size:
-        raise ValueError(
+        return (
             f"{method} needs an observed pre-treatment period for every treated unit; units "
             f"{_describe(no_pre, units)} are treated from their first observed period"
         )
+    return None
+
+
+def check_adoption(panel: Panel, method: str = "this method") -> None:
+    """Checks what an adoption-design estimator needs, before tracing.
+
+    Raises:
+      ValueError: with :func:`adoption_problem`'s message, if there is one.
+    """
+    problem = adoption_problem(panel, method)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def is_four_block(w) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import jax
 
-__all__ = ["estimate_bytes", "available_bytes", "choose_chunk", "format_bytes"]
+__all__ = ["compiled_bytes", "estimate_bytes", "available_bytes", "choose_chunk", "format_bytes"]
 
 
 def format_bytes(n: float) -> str:
@@ -29,6 +29,32 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def compiled_bytes(compiled: Any) -> int | None:
+    """Bytes a compiled XLA program needs, from its memory analysis.
+
+    Returns:
+      argument + output + temporary bytes, minus output bytes aliased onto
+      arguments (donated buffers are not counted twice); None if the backend
+      does not report a memory analysis.
+    """
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # backends without the analysis raise NotImplementedError or XLA runtime errors
+        return None
+    if stats is None:
+        return None
+    try:
+        total = (
+            stats.argument_size_in_bytes
+            + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes
+            - getattr(stats, "alias_size_in_bytes", 0)
+        )
+    except AttributeError:
+        return None
+    return int(total)
 
 
 def estimate_bytes(fn: Callable, *args: Any, **static: Any) -> int | None:
@@ -46,27 +72,9 @@ def estimate_bytes(fn: Callable, *args: Any, **static: Any) -> int | None:
         ``config=CodealConfig(...)``.
 
     Returns:
-      argument + output + temporary bytes, minus output bytes aliased onto
-      arguments (donated buffers are not counted twice); None if the backend
-      does not report a memory analysis.
+      :func:`compiled_bytes` of the compiled call.
     """
-    compiled = jax.jit(fn, static_argnames=tuple(static)).lower(*args, **static).compile()
-    try:
-        stats = compiled.memory_analysis()
-    except Exception:  # backends without the analysis raise NotImplementedError or XLA runtime errors
-        return None
-    if stats is None:
-        return None
-    try:
-        total = (
-            stats.argument_size_in_bytes
-            + stats.output_size_in_bytes
-            + stats.temp_size_in_bytes
-            - getattr(stats, "alias_size_in_bytes", 0)
-        )
-    except AttributeError:
-        return None
-    return int(total)
+    return compiled_bytes(jax.jit(fn, static_argnames=tuple(static)).lower(*args, **static).compile())
 
 
 def _host_available_bytes() -> int | None:

@@ -34,8 +34,11 @@ def _bounds(sizes: Sequence[int], weight_init: str) -> list[tuple[float, float]]
     return out
 
 
-def _unpack(u: jax.Array, sizes: Sequence[int], weight_init: str) -> Params:
-    """Cuts a (..., n_params) array of U(-1, 1) draws into scaled layers."""
+def unpack_mlp(u: jax.Array, sizes: Sequence[int], weight_init: str = "torch") -> Params:
+    """Cuts a (..., n_params(sizes)) array of U(-1, 1) draws into layers scaled as :func:`init_mlp` does.
+
+    Leading axes of ``u`` become leading axes of every leaf (a stack of networks).
+    """
     params, pos = [], 0
     lead = u.shape[:-1]
     for (fan_in, fan_out), (bw, bb) in zip(zip(sizes[:-1], sizes[1:]), _bounds(sizes, weight_init)):
@@ -70,7 +73,7 @@ def init_mlp(key: jax.Array, sizes: Sequence[int], weight_init: str = "torch") -
     """
     _bounds(sizes, weight_init)
     u = jax.random.uniform(key, (n_params(sizes),), jnp.float32, -1.0, 1.0)
-    return _unpack(u, sizes, weight_init)
+    return unpack_mlp(u, sizes, weight_init)
 
 
 def mlp(params: Params, x: jax.Array, activation: str = "relu") -> jax.Array:
@@ -101,7 +104,7 @@ def init_mlp_stack(key: jax.Array, count: int, sizes: Sequence[int], weight_init
     """
     _bounds(sizes, weight_init)
     u = uniform_rows(key, count, n_params(sizes))
-    return _unpack(u, sizes, weight_init)
+    return unpack_mlp(u, sizes, weight_init)
 
 
 def uniform_rows(key: jax.Array, count: int, width: int) -> jax.Array:
@@ -129,3 +132,4 @@ def mlp_stack(params: Params, x: jax.Array, activation: str = "relu") -> jax.Arr
       (K, B, d_out): network k applied to every row of ``x``.
     """
     return jax.vmap(lambda p: mlp(p, x, activation))(params)
+

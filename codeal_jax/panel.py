@@ -26,7 +26,8 @@ def _describe(indices: np.ndarray, labels: Sequence[Any] | None, limit: int = 8)
 class Panel:
     """A balanced N x T panel (unobserved cells are flagged, not dropped).
 
-    Build it with :meth:`Panel.from_arrays` (validates on the host); the
+    Build it with :meth:`Panel.from_arrays` or
+    :func:`codeal_jax.io.panel_from_long` (both validate on the host); the
     constructor itself does no checking so that ``vmap``/``jit`` can rebuild it.
 
     Attributes:
@@ -65,13 +66,6 @@ class Panel:
     def without_labels(self) -> "Panel":
         """The same arrays with labels dropped, so that jit caches depend on shapes only."""
         return self.replace(units=None, times=None)
-
-    @classmethod
-    def from_long(cls, df, **kwargs) -> "Panel":
-        """Builds a panel from a long data frame; see :func:`codeal_jax.longdata.panel_from_long`."""
-        from .longdata import panel_from_long
-
-        return panel_from_long(df, **kwargs)
 
     @classmethod
     def from_arrays(
@@ -197,6 +191,11 @@ def _is_binary(a: np.ndarray) -> bool:
         return False
     with np.errstate(invalid="ignore"):
         return bool(np.isin(a, [0, 1]).all())
+
+
+def fit_cells(panel: Panel) -> jax.Array:
+    """(N, T) bool: observed untreated cells, the only ones any method may fit on."""
+    return panel.observed & ~panel.w
 
 
 def effects(panel: Panel, result) -> jax.Array:

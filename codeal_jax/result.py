@@ -1,4 +1,4 @@
-"""The common result pytree returned by every estimator, and its status codes."""
+"""The common result pytree returned by every estimator, its status codes, and how an imputation becomes one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import enum
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
+
+from .panel import Panel, fit_cells
 
 
 class Status(enum.IntEnum):
@@ -48,3 +51,55 @@ class Result:
     status: jax.Array
     info: dict[str, Any] = struct.field(default_factory=dict)
 
+
+def effects_on_treated(panel: Panel, y0_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-unit and overall ATT from imputed untreated outcomes.
+
+    Args:
+      panel: the data.
+      y0_hat: (N, T) untreated outcomes (imputed on treated cells).
+
+    Returns:
+      ``(unit_att (N,), att ())``: unit_att_i averages ``y - y0_hat`` over unit
+      i's observed treated cells (NaN if it has none); att over all of them.
+    """
+    treated = panel.w & panel.observed
+    diff = jnp.where(treated, panel.y - y0_hat, 0.0)
+    n_i = jnp.sum(treated, axis=1)
+    unit_att = jnp.where(n_i > 0, jnp.sum(diff, axis=1) / jnp.maximum(n_i, 1), jnp.nan)
+    n = jnp.sum(treated)
+    att = jnp.where(n > 0, jnp.sum(diff) / jnp.maximum(n, 1), jnp.nan)
+    return unit_att, att
+
+
+def finalize(
+    panel: Panel,
+    pred: jax.Array,
+    offset: jax.Array | float = 0.0,
+    status: jax.Array | int = Status.OK,
+    info: dict | None = None,
+) -> Result:
+    """Builds the ``Result`` of an imputation method.
+
+    Args:
+      panel: the data.
+      pred: (N, T) imputed untreated outcomes on the adjusted scale.
+      offset: (N, T) or scalar to add back (centring constant + covariate effects).
+      status: the method's own status code.
+      info: diagnostics to carry.
+
+    Returns:
+      A ``Result``. If anything imputed is not finite, or the method itself
+      reports ``NONFINITE`` (a loss overflowed while the outputs stayed
+      finite), ``status`` is ``NONFINITE`` and ``y0_hat`` (imputed cells),
+      ``unit_att`` and ``att`` are NaN, so one failed replication never
+      poisons a batch silently.
+    """
+    keep = fit_cells(panel)
+    y0_hat = jnp.where(keep, panel.y, pred + offset)
+    status = jnp.asarray(status, jnp.int32)
+    finite = jnp.all(jnp.isfinite(y0_hat)) & (status != Status.NONFINITE)
+    status = jnp.where(finite, status, jnp.int32(Status.NONFINITE))
+    y0_hat = jnp.where(finite, y0_hat, jnp.where(keep, panel.y, jnp.nan))
+    unit_att, att = effects_on_treated(panel, y0_hat)
+    return Result(y0_hat=y0_hat, unit_att=unit_att, att=att, status=status, info=info or {})

@@ -21,23 +21,21 @@ import numpy as np
 from flax import struct
 
 from .design import StaggeredDesign, Subproblem, sort_order
-
-# impute(key, y_tilde (R, C), mask (R, C), config, blocks) -> (pred (R, C), status (), info dict)
-ImputeFn = Callable[..., tuple]
+from .panel import Panel, fit_cells
 
 # What an autoencoder reads while a subproblem trains: zeros outside the loss (the paper) or the
 # sub-panel's adjusted outcomes, treated cells included (the staggered reference script).
 TRAIN_INPUTS = ("zero_filled", "sub_panel")
 
 
-def sub_panel_inputs(panel, offset: jax.Array, train_inputs: str, design: StaggeredDesign):
-    """``solve``'s ``sub_panel_inputs``: (N, T) adjusted outcomes on every observed cell, or None.
+def sub_panel_inputs(panel, offset: jax.Array, design: StaggeredDesign):
+    """``solve``'s ``sub_panel_inputs`` for ``train_inputs="sub_panel"``: (N, T) or None.
 
-    None (zero-filled training) unless ``train_inputs == "sub_panel"`` and the
-    design is staggered (r > 2): the leak is the staggered reference script's;
-    its four-block script zero-fills, so four-block panels always do too.
+    The adjusted outcomes on every observed cell on a staggered design
+    (r > 2), None (zero-filled training) on a four-block one: the leak is the
+    staggered reference script's; its four-block script zero-fills.
     """
-    if train_inputs != "sub_panel" or design.r <= 2:
+    if design.r <= 2:
         return None
     return jnp.where(panel.observed, panel.y - offset, 0.0)
 
@@ -135,9 +133,9 @@ def solve(
     y_tilde: jax.Array,
     fit_mask: jax.Array,
     design: StaggeredDesign,
-    impute: ImputeFn,
+    buckets: tuple[Bucket, ...],
+    impute: Callable[..., tuple],
     config,
-    max_buckets: int = 4,
     sub_panel_inputs=None,
 ):
     """Imputes every treated block of a staggered design.
@@ -149,9 +147,9 @@ def solve(
       y_tilde: (N, T) adjusted outcomes (zero outside ``fit_mask``), caller's order.
       fit_mask: (N, T) observed untreated cells.
       design: the static partition.
-      impute: the method's single-problem imputation.
+      buckets: its subproblems grouped by padded shape (:func:`plan_buckets`).
+      impute: the method's single-problem imputation (:mod:`codeal_jax.contract`).
       config: the method's static config, passed to ``impute``.
-      max_buckets: cap on distinct padded shapes (each is compiled once).
       sub_panel_inputs: optional (N, T) adjusted outcomes on every observed
         cell, treated ones included; each subproblem then trains on its whole
         sub-panel of them (``impute``'s ``train_inputs``), as the staggered
@@ -170,7 +168,7 @@ def solve(
     n, t = ys.shape
     pred = jnp.zeros((n, t), ys.dtype)
     statuses, infos = [None] * len(subs), [None] * len(subs)
-    for bucket in plan_buckets(subs, max_buckets):
+    for bucket in buckets:
         masks = np.stack([subproblem_mask(subs[j], bucket.rows, bucket.cols) for j in bucket.members])
         masks = jnp.asarray(masks) & ms[None, : bucket.rows, : bucket.cols]
         keys = jnp.stack([jax.random.fold_in(key, j) for j in bucket.members])
@@ -204,3 +202,23 @@ def solve(
     inverse = jnp.argsort(order)
     info = jax.tree.map(lambda *a: jnp.stack(a), *infos) if infos and infos[0] else {}
     return pred[inverse], jnp.max(jnp.stack(statuses)), info
+
+
+def target_gaps(panel: Panel, design: StaggeredDesign) -> jax.Array:
+    """() bool: some observed target cell is not identified inside its subproblem.
+
+    A target unit needs a fit cell among the subproblem's pre-periods and a
+    target period a fit cell among its controls (else a fixed effect or a
+    regression has no data). A static loop over the r(r-1)/2 subproblems of
+    small slices.
+    """
+    order = sort_order(panel.w)
+    fit = fit_cells(panel)[order]
+    target = (panel.w & panel.observed)[order]
+    gap = jnp.zeros((), bool)
+    for s in design.subproblems():
+        t = target[s.target_row0 : s.rows, s.target_col0 : s.cols]
+        unit_ok = jnp.any(fit[s.target_row0 : s.rows, : s.pre_cols], axis=1)
+        period_ok = jnp.any(fit[: s.ctrl_rows, s.target_col0 : s.cols], axis=0)
+        gap = gap | jnp.any(t & ~unit_ok[:, None]) | jnp.any(t & ~period_ok[None, :])
+    return gap

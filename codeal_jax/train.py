@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .result import Status
+
 
 def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean squared error over the cells where ``mask`` is 1 (0 if there are none).
@@ -49,3 +51,8 @@ def train(
 
     (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=steps)
     return params, losses
+
+
+def loss_status(losses: jax.Array) -> jax.Array:
+    """() int32 ``Status``: ``NONFINITE`` if any training loss was NaN or inf, else ``OK``."""
+    return jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE).astype(jnp.int32)

@@ -109,7 +109,7 @@ def build_panels(df: pd.DataFrame, treat: str):
     """The cases and deaths panels (same units, periods, treatment and covariates)."""
     import jax.numpy as jnp
 
-    from codeal_jax.longdata import panel_from_long
+    from codeal_jax.io.longdata import panel_from_long
 
     df = df.assign(
         log10_cases=np.log10(df["confirmed_cases"] + OFFSET),
@@ -141,8 +141,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     import codeal_jax as cj
-    from codeal_jax import plots, tables
-    from codeal_jax.design import staggered_design
+    from codeal_jax.io import plots, tables
 
     treat, raw, in_effect, what = POLICIES[args.policy]
     df = pd.read_csv(path, parse_dates=["date"])
@@ -171,7 +170,8 @@ def main(argv=None) -> int:
     if args.quick:
         overrides["covariates"] = cj.CovariateConfig(steps=20)
     config = cj.CodealConfig.paper_real_data(**overrides)
-    design = staggered_design(w, config.max_groups)
+    fit = cj.plan(cases, config)  # both outcomes share the treatment, hence the plan
+    design = fit.design
     untreated = int((~w).sum())
     masked = masked_by_coarsening(w, design)
     print(f"policy: {what} ({treat}); panel {n} regions x {t} days "
@@ -180,15 +180,14 @@ def main(argv=None) -> int:
     print(f"design: {design.r} groups (--max-groups {config.max_groups}) -> {design.r * (design.r - 1) // 2} "
           f"subproblems; coarsening imputes {masked} of {untreated} untreated cells "
           f"({100 * masked / untreated:.1f} %)")
-    print(f"CoDEAL: K={config.latent_dim}, {config.steps} steps, lr {config.learning_rate:g}, "
+    print(f"CoDEAL: K={config.rank}, {config.steps} steps, lr {config.learning_rate:g}, "
           f"covariate DNN {config.covariates.steps} steps; fitting cases and deaths together on "
           f"{jax.default_backend()} (compiles first) ...", flush=True)
 
-    fit, config = cj.resolve(cases, "codeal", "dnn", config)
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), cases.without_labels(), deaths.without_labels())
     keys = jax.random.split(jax.random.key(args.seed), 2)
     t0 = time.perf_counter()
-    both = jax.vmap(lambda k, p: fit(k, p, config))(keys, stacked)
+    both = jax.vmap(fit)(keys, stacked)
     jax.block_until_ready(both.y0_hat)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     res_cases, res_deaths = (jax.tree.map(lambda a, k=k: a[k], both) for k in range(2))

@@ -28,7 +28,7 @@ def main(argv=None):
           f"{int(panel.w.any(axis=1).sum())} treated units, {panel.n_covariates} covariates")
 
     t0 = time.perf_counter()
-    result = cj.estimate(key_fit, panel, method="codeal", covariates="dnn")
+    result = cj.estimate(key_fit, panel, cj.CodealConfig())  # the paper's settings (DNN covariate removal)
     result.att.block_until_ready()
     print(f"CoDEAL fit (compile + run): {time.perf_counter() - t0:.1f} s, status {int(result.status)}")
 

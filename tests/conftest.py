@@ -1,5 +1,6 @@
 """Shared fixtures: small panels and reproducible keys."""
 
+import dataclasses
 import zlib
 
 import jax
@@ -48,3 +49,11 @@ def numpy_twfe(y, mask):
     design[np.arange(rows.size), n + cols] = 1.0
     coef = np.linalg.lstsq(design, np.asarray(y, np.float64)[rows, cols], rcond=None)[0]
     return coef[:n], coef[n:]
+
+
+def with_removal(config, removal):
+    """``config`` with its covariate stage set to ``removal`` ("dnn", "linear" or None), if it has one."""
+    if not isinstance(config, cj.ImputationConfig):
+        return config
+    cov = dataclasses.replace(config.covariates, method=removal or "none")
+    return dataclasses.replace(config, covariates=cov)

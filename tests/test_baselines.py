@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 
 import codeal_jax as cj
-from codeal_jax.baselines import aemc_ne, did, single_ae, vert_reg
+from codeal_jax.methods import aemc_ne, did, single_ae, vert_reg
 from codeal_jax.covariates import CovariateConfig, linear_effects
-from conftest import numpy_twfe
+from conftest import numpy_twfe, with_removal
 
 N, T = 24, 16
 KEY = jax.random.key(0)
 METHOD_NAMES = ("did", "vert_reg", "single_ae", "aemc_ne")
-MODULES = {"did": did, "vert_reg": vert_reg, "single_ae": single_ae, "aemc_ne": aemc_ne}
 CONFIGS = {
     "did": did.DiDConfig,
     "vert_reg": vert_reg.VertRegConfig,
@@ -59,7 +58,7 @@ def test_did_four_block_equals_paper_formula():
     """Four blocks: y0_hat = mean_pre(Y_i) + mean_controls(Y_jt - mean_pre(Y_j)) (atol 1e-4)."""
     panel = simulate(1)
     y, w, _ = arrays(panel)
-    res = cj.estimate(KEY, panel, method="did", covariates=None, config=did.DiDConfig(staggered="whole"))
+    res = cj.estimate(KEY, panel, with_removal(did.DiDConfig(staggered="whole"), None))
     ctrl, pre = ~w.any(1), ~w.any(0)
     pre_mean = y[:, pre].mean(1)
     expect = pre_mean[:, None] + (y[ctrl] - pre_mean[ctrl, None]).mean(0)[None, :]
@@ -77,7 +76,7 @@ def test_did_general_mask_matches_twfe_lstsq(shape):
     n, t = shape
     panel = simulate(2, n=n, t=t, n_controls=n // 3, adopt=(5, 9, 13), missing=0.2)
     y, w, obs = arrays(panel)
-    res = cj.estimate(KEY, panel, method="did", covariates=None, config=did.DiDConfig(staggered="whole"))
+    res = cj.estimate(KEY, panel, with_removal(did.DiDConfig(staggered="whole"), None))
     u, v = numpy_twfe(y, obs & ~w)
     expect = u[:, None] + v[None, :]
     imputed = ~(obs & ~w)
@@ -91,7 +90,7 @@ def test_did_flags_unidentified_period():
     observed = np.ones((N, T), bool)
     observed[:16, -1] = False  # controls unobserved in the last period
     panel = cj.Panel.from_arrays(*arrays(panel)[:2], observed=observed)
-    res = cj.estimate(KEY, panel, method="did", covariates=None, config=did.DiDConfig(staggered="whole"))
+    res = cj.estimate(KEY, panel, with_removal(did.DiDConfig(staggered="whole"), None))
     assert int(res.status) == cj.Status.INSUFFICIENT_DATA
 
 
@@ -112,7 +111,7 @@ def test_vert_reg_ols_matches_numpy_lstsq_with_intercept():
     numpy lstsq with an intercept column on each unit's untreated observed periods (rtol 1e-3);
     chunking units with ``batch_size`` changes nothing."""
     panel = simulate(4, n_controls=4, adopt=(8, 11, 13), missing=0.1)
-    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(staggered="whole"))
+    res = cj.estimate(KEY, panel, with_removal(vert_reg.VertRegConfig(staggered="whole"), None))
     yt, fit, ctrl, mu0 = residual_setup(panel, res)
     got, weights = np.asarray(res.y0_hat), np.asarray(res.info["weights"])
     design = np.column_stack([np.ones(T), yt[ctrl].T])
@@ -124,7 +123,7 @@ def test_vert_reg_ols_matches_numpy_lstsq_with_intercept():
     np.testing.assert_array_equal(weights[:, ~ctrl], 0.0)
     assert int(res.status) == cj.Status.OK
     # Units in lax.map chunks of 5 (24 = 4*5 + 4: a remainder chunk) give the same fit.
-    chunked = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(batch_size=5, staggered="whole"))
+    chunked = cj.estimate(KEY, panel, with_removal(vert_reg.VertRegConfig(batch_size=5, staggered="whole"), None))
     np.testing.assert_allclose(np.asarray(chunked.y0_hat), got, rtol=1e-5, atol=1e-5)
 
 
@@ -146,7 +145,7 @@ def test_vert_reg_underdetermined_min_norm():
     (sklearn LinearRegression's convention: lstsq on unit-centred rows), rtol 2e-3; the pre-period
     fit is exact."""
     panel = simulate(5, n_controls=16, adopt=(6,))
-    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=vert_reg.VertRegConfig(staggered="whole"))
+    res = cj.estimate(KEY, panel, with_removal(vert_reg.VertRegConfig(staggered="whole"), None))
     yt, fit, ctrl, mu0 = residual_setup(panel, res)
     wts, icpt = np.asarray(res.info["weights"], np.float64), np.asarray(res.info["intercept"], np.float64)
     got = np.asarray(res.y0_hat)
@@ -164,7 +163,7 @@ def test_vert_reg_ridge_closed_form_and_small_alpha_limit():
     missing cells; ridge with alpha -> 0 tends to the OLS minimum-norm solution (atol 5e-3)."""
     panel = simulate(6, n_controls=10, adopt=(5, 9, 12), missing=0.1)
     cfg = vert_reg.VertRegConfig(penalty="ridge", alpha=0.3, staggered="whole")
-    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=cfg)
+    res = cj.estimate(KEY, panel, with_removal(cfg, None))
     yt, fit, ctrl, mu0 = residual_setup(panel, res)
     got = np.asarray(res.y0_hat)
     for i in np.nonzero(~ctrl)[0]:
@@ -172,8 +171,8 @@ def test_vert_reg_ridge_closed_form_and_small_alpha_limit():
         b0, b = centred_reference(yt, rows, ctrl, i, alpha=0.3)
         np.testing.assert_allclose(np.asarray(res.info["weights"])[i, ctrl], b, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(got[i, ~rows], b0 + yt[ctrl][:, ~rows].T @ b + mu0, rtol=1e-3, atol=1e-3)
-    ols = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=dataclasses.replace(cfg, penalty="none"))
-    lim = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=dataclasses.replace(cfg, alpha=1e-7))
+    ols = cj.estimate(KEY, panel, with_removal(dataclasses.replace(cfg, penalty="none"), None))
+    lim = cj.estimate(KEY, panel, with_removal(dataclasses.replace(cfg, alpha=1e-7), None))
     np.testing.assert_allclose(np.asarray(lim.y0_hat), np.asarray(ols.y0_hat), atol=5e-3)
 
 
@@ -198,7 +197,7 @@ def test_vert_reg_elastic_net_matches_coordinate_descent():
     one step is reported as NOT_CONVERGED."""
     panel = simulate(7, n_controls=6, adopt=(9, 12), missing=0.1)
     cfg = vert_reg.VertRegConfig(penalty="elastic_net", alpha=0.2, l1_ratio=0.7, steps=2000, staggered="whole")
-    res = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=cfg)
+    res = cj.estimate(KEY, panel, with_removal(cfg, None))
     assert int(res.status) == cj.Status.OK
     yt, fit, ctrl, _ = residual_setup(panel, res)
     weights, intercept = np.asarray(res.info["weights"]), np.asarray(res.info["intercept"])
@@ -212,7 +211,7 @@ def test_vert_reg_elastic_net_matches_coordinate_descent():
         n_zero += int((b == 0).sum())
         assert np.all(weights[i, ctrl][b == 0] == 0.0)
     assert n_zero > 0  # the penalty is strong enough for the lasso part to bite
-    short = cj.estimate(KEY, panel, method="vert_reg", covariates=None, config=dataclasses.replace(cfg, steps=1))
+    short = cj.estimate(KEY, panel, with_removal(dataclasses.replace(cfg, steps=1), None))
     assert int(short.status) == cj.Status.NOT_CONVERGED
 
 
@@ -258,7 +257,7 @@ def test_single_ae_architecture_forward_and_first_loss():
     assert loss.shape == (50,)
     np.testing.assert_allclose(loss[0], ((expect - y) ** 2)[mask].mean(), rtol=1e-4)
     assert loss[-1] < loss[0] and int(res.status) == cj.Status.OK
-    small = single_ae.SingleAEConfig(latent_dim=2, encoder_hidden=[8], decoder_hidden=(5, 7))
+    small = single_ae.SingleAEConfig(rank=2, encoder_hidden=[8], decoder_hidden=(5, 7))
     widths = jax.eval_shape(lambda k: single_ae.init_single_ae(k, N, small), k_ae)
     assert [a.shape for a, _ in widths["encoder"]] == [(N, 8), (8, 2)]
     assert [a.shape for a, _ in widths["decoder"]] == [(2, 5), (5, 7), (7, N)]
@@ -285,7 +284,7 @@ def test_aemc_ne_forward_loss_and_enet_option():
     np.testing.assert_allclose(np.asarray(got_f), f, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(official.info["loss"][0]), ((f - y) ** 2)[mask].mean(), rtol=1e-4)
     paper_cfg = dataclasses.replace(cfg, enet_on_imputed=False)
-    paper = cj.estimate(KEY, panel, method="aemc_ne", covariates=None, config=paper_cfg)
+    paper = cj.estimate(KEY, panel, with_removal(paper_cfg, None))
     np.testing.assert_array_equal(np.asarray(paper.info["loss"]), np.asarray(official.info["loss"]))
     a, b = np.asarray(official.y0_hat), np.asarray(paper.y0_hat)
     assert np.all(np.abs(a - b)[~mask] > 1e-6)  # every imputed cell differs
@@ -331,12 +330,12 @@ def replications():
 def test_vmap_over_replications_matches_loop(method, replications):
     """One compiled vmapped call over 8 replications equals one-at-a-time fits (rtol 1e-3)."""
     stacked, keys, panels = replications
-    module, config = MODULES[method], CONFIGS[method](covariates=CovariateConfig(method="none"))
-    batched = jax.jit(jax.vmap(lambda k, p: module.fit(k, p, config)))(keys, stacked)
+    fit = cj.plan(panels[0], CONFIGS[method](covariates=CovariateConfig(method="none")))
+    batched = jax.jit(jax.vmap(fit))(keys, stacked)
     assert batched.y0_hat.shape == (8, N, T) and batched.att.shape == (8,)
     assert np.all(np.asarray(batched.status) == cj.Status.OK)
     for r in (0, 5):
-        one = module.fit(keys[r], panels[r], config)
+        one = fit(keys[r], panels[r])
         np.testing.assert_allclose(np.asarray(batched.y0_hat[r]), np.asarray(one.y0_hat), rtol=1e-3, atol=1e-3)
         np.testing.assert_allclose(float(batched.att[r]), float(one.att), rtol=1e-3, atol=1e-3)
 
@@ -354,7 +353,7 @@ def test_with_covariates_finite(method, covariates):
     """Covariate stages run before every baseline on a tiny panel with P = 2 (finite, status OK)."""
     panel = simulate(12, n=12, t=10, n_controls=8, adopt=(6,), p=2)
     config = CONFIGS[method](covariates=CovariateConfig(steps=30))
-    res = cj.estimate(KEY, panel, method=method, covariates=covariates, config=config)
+    res = cj.estimate(KEY, panel, with_removal(config, covariates))
     assert int(res.status) == cj.Status.OK
     assert np.isfinite(np.asarray(res.y0_hat)).all() and np.isfinite(float(res.att))
 
@@ -388,7 +387,7 @@ def test_linear_effects_match_numpy_with_constant_and_collinear_columns():
         (vert_reg.VertRegConfig, dict(l1_ratio=1.5), "l1_ratio"),
         (vert_reg.VertRegConfig, dict(steps=0), "steps"),
         (vert_reg.VertRegConfig, dict(batch_size=0), "batch_size"),
-        (single_ae.SingleAEConfig, dict(latent_dim=0), "latent_dim"),
+        (single_ae.SingleAEConfig, dict(rank=0), "rank"),
         (single_ae.SingleAEConfig, dict(encoder_hidden=(16, 0)), "encoder_hidden"),
         (single_ae.SingleAEConfig, dict(learning_rate=-1.0), "learning_rate"),
         (aemc_ne.AEMCNEConfig, dict(weight_decay=-0.1), "weight_decay"),
@@ -405,11 +404,11 @@ def test_bad_config_values_raise(cls, kwargs, match):
 def test_rank_above_min_dimension_rejected():
     panel = simulate(14, n=12, t=10, n_controls=8, adopt=(6,))
     with pytest.raises(ValueError, match="exceeds min"):
-        cj.estimate(KEY, panel, method="single_ae", covariates=None, config=single_ae.SingleAEConfig(latent_dim=11))
+        cj.estimate(KEY, panel, with_removal(single_ae.SingleAEConfig(rank=11), None))
 
 
 def test_configs_are_hashable_and_registered():
     for name in METHOD_NAMES:
         config = cj.default_config(name)
         assert isinstance(config, CONFIGS[name]) and hash(config) == hash(CONFIGS[name]())
-        assert config.centering == "blocks" and isinstance(config.covariates, CovariateConfig)
+        assert config.centering == "auto" and isinstance(config.covariates, CovariateConfig)

@@ -1,4 +1,4 @@
-"""The benchmark suite (benchmarks/run_all.py): one tiny workload end to end, the table's arithmetic, --only errors."""
+"""The benchmark suite (python -m benchmarks.run_all): one tiny workload end to end, the table's arithmetic, --only errors."""
 
 import csv
 import importlib.util
@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-sys.path.insert(0, BENCH)
+from benchmarks import _timing as tm
+from benchmarks import run_all, suite
 
-import run_all  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, where -m finds benchmarks
 
 WORKLOAD = "mc_nnm_fixed_c2"  # cheapest to compile; exercises the analytic FLOPs and the peer column
 
@@ -27,8 +27,6 @@ def tiny_run(tmp_path_factory):
 
 
 def test_csv_columns_and_one_row(tiny_run):
-    import suite
-
     _, table, _ = tiny_run
     assert list(table[0].keys()) == suite.COLUMNS
     for col in ("workload", "shape", "median_s", "compile_s", "flops", "gflops", "ratio_to_matmul", "mem_bytes",
@@ -78,11 +76,9 @@ def test_markdown_table(tiny_run):
 
 
 def test_analytic_flops_formulas():
-    import _timing as tm
-
     from codeal_jax import CodealConfig, CovariateConfig
 
-    cfg = CodealConfig(latent_dim=2, encoder_hidden=(4,), decoder_hidden=(3,), steps=5)
+    cfg = CodealConfig(rank=2, encoder_hidden=(4,), decoder_hidden=(3,), steps=5)
     # encoder 6 -> 4 -> 2 per period (8 periods); decoder 2 -> 3 -> 1 per cell.
     enc, dec = 8 * 2 * (6 * 4 + 4 * 2), 2 * (2 * 3 + 3 * 1)
     assert tm.ae_flops(6, 8, cfg, train_cells=30) == (enc + dec * 30) * 3 * 5 + enc + dec * 48
@@ -93,8 +89,6 @@ def test_analytic_flops_formulas():
 
 
 def test_study_flops_count_the_shared_covariate_stage_once():
-    import suite
-
     from codeal_jax import CodealConfig, CovariateConfig
     from codeal_jax.sim import DGPConfig
 
@@ -106,8 +100,6 @@ def test_study_flops_count_the_shared_covariate_stage_once():
 
 
 def test_projection_adds_codeal_rows_to_the_other_methods_scaled_by_panel_size():
-    import suite
-
     from codeal_jax.sim import config_preset
 
     ctx = suite.Context(quick=True, repeats=1, tiny=False, tag="t", matmul_gflops=1.0, bmm_gflops=1.0,
@@ -141,12 +133,12 @@ def test_only_errors_clearly(only, message, capsys):
 
 
 def test_bench_threads_compares_all_cores_with_one():
-    """benchmarks/bench_threads.py on tiny shapes: one row per workload, ratio = all cores / one core."""
+    """python -m benchmarks.bench_threads on tiny shapes: one row per workload, ratio = all cores / one core."""
     import subprocess
 
-    cmd = [sys.executable, os.path.join(BENCH, "bench_threads.py"), "--units", "4", "--rows", "8", "--width", "4",
+    cmd = [sys.executable, "-m", "benchmarks.bench_threads", "--units", "4", "--rows", "8", "--width", "4",
            "--repeats", "1"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=ROOT).stdout
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -159,12 +151,35 @@ def test_bench_threads_compares_all_cores_with_one():
 
 
 def test_readme_fragments_order(tmp_path, monkeypatch):
-    """--assemble: the suite tables, then ORDER, the rest alphabetically, then the scripts that read the tables."""
-    for name in ("contrasts", "zeta", "sensitivity_4b_leaky", "paper_table_2", "sensitivity", "codeal", "suite_gpu",
-                 "suite", "optimisations"):
+    """--assemble reads the suite tables only: this project's CPU first, then each tagged machine."""
+    for name in ("zeta", "codeal", "suite_gpu", "suite", "suite_a100", "mc_nnm"):
         (tmp_path / f"{name}.md").write_text(name)
     monkeypatch.setattr(run_all, "RESULTS", str(tmp_path))
-    assert run_all.fragment_names() == [
-        "suite", "suite_gpu", "optimisations", "codeal", "paper_table_2", "zeta", "sensitivity", "sensitivity_4b_leaky",
-        "contrasts",
-    ]
+    assert run_all.fragment_names() == ["suite", "suite_a100", "suite_gpu"]
+
+
+def test_assemble_replaces_only_the_marked_block(tmp_path, monkeypatch):
+    """--assemble rewrites the lines between README.md's markers and keeps the hand-written rest."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "suite.md").write_text("### Benchmark suite (cpu)\n\n| new |\n")
+    (results / "codeal.md").write_text("### CoDEAL\n")  # a per-script fragment: not in the README
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\nintro\n\n{run_all.BEGIN}\n| old |\n{run_all.END}\n\nafter\n")
+    monkeypatch.setattr(run_all, "RESULTS", str(results))
+    text = run_all.assemble(str(readme))
+    assert readme.read_text() == text
+    assert text == f"# Benchmarks\n\nintro\n\n{run_all.BEGIN}\n\n### Benchmark suite (cpu)\n\n| new |\n\n{run_all.END}\n\nafter\n"
+    assert run_all.assemble(str(readme)) == text  # idempotent
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no .* block"):
+        run_all.assemble(str(readme))
+
+
+def test_committed_readme_has_the_suite_block():
+    """benchmarks/README.md carries the markers (so a suite run can refresh its table) and the current table."""
+    with open(run_all.README) as f:
+        text = f.read()
+    assert text.count(run_all.BEGIN) == 1 and text.count(run_all.END) == 1
+    with open(os.path.join(run_all.RESULTS, "suite.md")) as f:
+        assert f.read().strip() in text

@@ -7,13 +7,14 @@ import optax
 import pytest
 
 import codeal_jax as cj
-from codeal_jax import codeal, covariates, staggered
+from codeal_jax import covariates, driver, staggered
+from codeal_jax.methods import codeal
 from codeal_jax.nets import init_mlp_stack, mlp
 
-from conftest import four_block_arrays
+from conftest import four_block_arrays, with_removal
 
 TINY = cj.CodealConfig(
-    latent_dim=2,
+    rank=2,
     encoder_hidden=(8, 8),
     decoder_hidden=(8, 8),
     steps=20,
@@ -56,8 +57,7 @@ def test_skipping_the_treated_block_is_exact(key):
     """The four-block programme (training skips treated cells) equals the generic one on sorted units."""
     y, w, x, _, _ = four_block_arrays(seed=4)
     panel = cj.Panel.from_arrays(y, w, x)
-    fit_fn, cfg = codeal.dispatch(panel, TINY)
-    fast = fit_fn(key, panel, cfg)
+    fast = cj.plan(panel, TINY)(key, panel)
     k_cov, k_ae = jax.random.split(key)
     prep = covariates.prepare(k_cov, panel, TINY.covariates, "blocks")
     pred, _, _ = codeal.impute(jax.random.fold_in(k_ae, 0), prep.y_tilde, prep.mask, TINY)
@@ -86,9 +86,10 @@ def test_vmap_over_keys_and_panels_equals_loop(key):
     panels = [cj.Panel.from_arrays(*four_block_arrays(seed=s)[:3]) for s in range(3)]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *panels)
     keys = jax.random.split(key, 3)
-    batch = jax.vmap(codeal.fit, in_axes=(0, 0, None))(keys, stacked, TINY)
+    fit = cj.plan(panels[0], TINY)  # one four-block design: one plan for all three
+    batch = jax.vmap(fit)(keys, stacked)
     for i in range(3):
-        one = codeal.fit(keys[i], panels[i], TINY)
+        one = fit(keys[i], panels[i])
         np.testing.assert_allclose(np.asarray(batch.y0_hat[i]), np.asarray(one.y0_hat), rtol=2e-5, atol=2e-5)
         np.testing.assert_allclose(np.asarray(batch.unit_att[i]), np.asarray(one.unit_att), rtol=2e-5, atol=2e-5)
 
@@ -97,10 +98,10 @@ def test_no_recompilation_for_second_panel_of_same_shape(key):
     p1 = cj.Panel.from_arrays(*four_block_arrays(seed=1)[:3])
     p2 = cj.Panel.from_arrays(*four_block_arrays(seed=2)[:3], units=[f"u{i}" for i in range(16)])
     cj.estimate(key, p1, config=TINY)
-    before = codeal.fit_staggered._cache_size()
+    before = driver.run._cache_size()
     cj.estimate(key, p2, config=TINY)
     cj.estimate(jax.random.key(7), p1, config=TINY)
-    assert codeal.fit_staggered._cache_size() == before
+    assert driver.run._cache_size() == before
 
 
 def test_treated_outcomes_never_leak_into_the_imputation(key):
@@ -142,7 +143,7 @@ def test_dnn_stage_equals_independent_networks_per_period(key):
 
 
 def test_autoencoder_forward_matches_per_unit_numpy(key):
-    cfg = cj.CodealConfig(latent_dim=2, encoder_hidden=(5,), decoder_hidden=(4, 3))
+    cfg = cj.CodealConfig(rank=2, encoder_hidden=(5,), decoder_hidden=(4, 3))
     params = codeal.init_autoencoder(key, 6, cfg)
     z = np.random.default_rng(1).normal(size=(6, 7)).astype(np.float32)
     out = np.asarray(codeal.apply_autoencoder(params, jnp.asarray(z)))
@@ -160,8 +161,8 @@ def test_autoencoder_forward_matches_per_unit_numpy(key):
 
 
 def test_diverging_training_reports_status_and_nan(small_panel, key):
-    cfg = cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=20, learning_rate=1e12)
-    r = cj.estimate(key, small_panel, covariates=None, config=cfg)
+    cfg = cj.CodealConfig(rank=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=20, learning_rate=1e12)
+    r = cj.estimate(key, small_panel, with_removal(cfg, None))
     assert int(r.status) == cj.Status.NONFINITE
     assert np.isnan(float(r.att)) and np.isnan(np.asarray(r.unit_att)).all()
     w = np.asarray(small_panel.w)
@@ -170,21 +171,21 @@ def test_diverging_training_reports_status_and_nan(small_panel, key):
 
 def test_one_diverging_replication_leaves_the_batch_alone(small_panel, key):
     """Inside vmap a replication that overflows gets NONFINITE + NaN; its neighbours are untouched."""
-    fit, cfg = cj.api.resolve(small_panel, "codeal", None, TINY)
+    fit = cj.plan(small_panel, with_removal(TINY, None))
     scale = jnp.asarray([1.0, 1e19, 1.0])  # (1e19)^2 overflows float32 in the loss
     panels = jax.tree.map(lambda a: jnp.stack([a] * 3), small_panel.without_labels())
     panels = panels.replace(y=panels.y * scale[:, None, None])
     keys = jax.random.split(key, 3)
-    batch = jax.jit(jax.vmap(lambda k, p: fit(k, p, cfg)))(keys, panels)
+    batch = jax.jit(jax.vmap(fit))(keys, panels)
     assert np.asarray(batch.status).tolist() == [cj.Status.OK, cj.Status.NONFINITE, cj.Status.OK]
     assert np.isnan(np.asarray(batch.unit_att[1])).all()
     for j in (0, 2):  # the same as fitting them alone
-        alone = fit(keys[j], small_panel.without_labels(), cfg)
+        alone = fit(keys[j], small_panel)
         np.testing.assert_allclose(batch.unit_att[j], alone.unit_att, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cov", ["linear", None])
 def test_covariate_options_run(small_panel, key, cov):
-    r = cj.estimate(key, small_panel, covariates=cov, config=TINY)
+    r = cj.estimate(key, small_panel, with_removal(TINY, cov))
     assert int(r.status) == 0 and np.isfinite(float(r.att))
     assert ("covariate_loss" in r.info) is False

@@ -8,9 +8,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from codeal_jax import cli, plots  # noqa: E402
-from codeal_jax.fitcli import build_config, read_long_csv  # noqa: E402
-from codeal_jax.longdata import panel_from_long  # noqa: E402
+from codeal_jax import cli  # noqa: E402
+from codeal_jax.io import plots  # noqa: E402
+from codeal_jax.cli.fit import build_config  # noqa: E402
+from codeal_jax.io.csv import read_long_csv  # noqa: E402
+from codeal_jax.io.longdata import panel_from_long  # noqa: E402
 from codeal_jax.result import Result  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -115,14 +117,18 @@ def test_read_long_csv_parses_dates_only_when_they_are(tmp_path):
 
 def test_build_config_maps_flags():
     cfg = build_config("codeal", rank=2, steps=7, learning_rate=1e-3, max_groups=4)
-    assert (cfg.latent_dim, cfg.steps, cfg.learning_rate, cfg.max_groups) == (2, 7, 1e-3, 4)
+    assert (cfg.rank, cfg.steps, cfg.learning_rate, cfg.max_groups) == (2, 7, 1e-3, 4)
     assert build_config("mc_nnm", rank=5).rank == 5
     sp = build_config("spectral", rank=2)
     assert (sp.rank0, sp.rank1) == (2, 2)
     with pytest.raises(ValueError, match="--rank does not apply to method 'did'"):
         build_config("did", rank=2)
-    with pytest.raises(ValueError, match="--max-groups does not apply to method 'mc_nnm'"):
-        build_config("mc_nnm", max_groups=3)
+    assert build_config("mc_nnm", max_groups=3).max_groups == 3  # every imputation method coarsens dates
+    with pytest.raises(ValueError, match="--max-groups does not apply to method 'spectral'"):
+        build_config("spectral", max_groups=3)
+    assert build_config("did", covariates="linear").covariates.method == "linear"
+    with pytest.raises(ValueError, match="no covariate stage"):
+        build_config("spectral", covariates="dnn")
     with pytest.raises(ValueError, match="steps must be >= 1"):
         build_config("codeal", steps=0)
 
@@ -146,6 +152,33 @@ def test_cli_fit_end_to_end(tmp_path, capsys):
     assert len(long) == 120 and long["observed"].sum() == 117
     for name in ("treatment.png", "trajectories.png", "unit_effects.png", "unit_u05.png"):
         assert _is_png(out / name), name
+
+
+@pytest.mark.parametrize("sep, decimal", [(";", ","), ("\t", "."), (";", ".")])
+def test_cli_fit_reads_other_delimiters_and_writes_values_as_read(tmp_path, capsys, sep, decimal):
+    """Semicolon (decimal comma or point) and tab files are sniffed; ``long.csv`` carries the outcomes
+    exactly as read (89.8 and 123456.789 are not float32) and the fit's values without float64 noise."""
+    df = _table()
+    df.loc[0, "y"], df.loc[1, "y"] = 89.8, 123456.789  # the second needs more digits than float32 holds
+    text = df.to_csv(index=False, sep=sep, decimal=decimal)
+    data = tmp_path / "panel.csv"
+    data.write_text(text)
+    out = tmp_path / "report"
+    rc = cli.main(["fit", str(data), "--unit", "unit", "--time", "day", "--outcome", "y", "--treatment", "d",
+                   "--method", "did", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    long_text = (out / "long.csv").read_text()
+    long = pd.read_csv(out / "long.csv")
+    observed = long[long["observed"]]
+    merged = observed.merge(df.assign(day=pd.to_datetime(df["day"]).dt.strftime("%Y-%m-%d")),
+                            left_on=["unit", "time"], right_on=["unit", "day"])
+    assert len(merged) == len(df)
+    np.testing.assert_array_equal(merged["outcome"].to_numpy(), merged["y"].to_numpy())  # exactly as read
+    assert "89.8," in long_text and "123456.789," in long_text
+    assert "89.80000305" not in long_text
+    # The fit's float32 values are written in their shortest form: at most 9 significant digits.
+    for value in long["y0_hat"].astype(str):
+        assert len(value.replace("-", "").replace(".", "").lstrip("0").split("e")[0]) <= 9, value
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 import codeal_jax as cj
-from codeal_jax.longdata import panel_from_long, panel_to_long
+from codeal_jax.io.longdata import panel_from_long, panel_to_long
 from codeal_jax.result import Result
-from codeal_jax.tables import long_table, unit_table
+from codeal_jax.io.tables import long_table, unit_table
 
 
 def _long(seed=0, n=6, t=8, drop=(), string_ids=True, dates=True, shuffle=True):

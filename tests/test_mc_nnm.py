@@ -12,15 +12,20 @@ import pytest
 
 import codeal_jax
 from codeal_jax import CovariateConfig, Panel, Status
-from codeal_jax.baselines import mc_nnm
-from codeal_jax.baselines.mc_nnm import MCNNMConfig
-from conftest import numpy_twfe
+from codeal_jax.methods import mc_nnm
+from codeal_jax.methods.mc_nnm import MCNNMConfig
+from conftest import numpy_twfe, with_removal
 
 NO_COV = CovariateConfig(method="none")
 solve_lambda = jax.jit(mc_nnm.solve_lambda, static_argnames="config")
 RANK2 = MCNNMConfig(rank=2, covariates=NO_COV)  # shared by the fit tests (one compile)
 TIGHT = MCNNMConfig(tol=1e-8, max_iter=5000, covariates=NO_COV)  # one compiled program for all lambdas
-fit = mc_nnm.fit
+
+
+def fit(key, panel, config):
+    """MC-NNM through the driver (covariate stage, centring, Result)."""
+    return codeal_jax.plan(panel, config)(key, panel)
+
 
 
 # --------------------------------------------------------------------------- numpy reference (float64)
@@ -214,12 +219,16 @@ def test_vmap_over_replications_equals_loop():
     panels = [Panel.from_arrays(*four_block(10 + i)[1:][::-1]) for i in range(4)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *panels)
     keys = jax.random.split(jax.random.key(1), 4)
-    batched = jax.vmap(lambda k, p: fit(k, p, RANK2))(keys, stacked)
+    plan = codeal_jax.plan(panels[0], RANK2)  # the four panels share the plan
+    batched = jax.vmap(plan)(keys, stacked)
     for i, p in enumerate(panels):
-        single = fit(keys[i], p, RANK2)
+        single = plan(keys[i], p)
         np.testing.assert_allclose(np.asarray(batched.y0_hat[i]), np.asarray(single.y0_hat), atol=1e-4)
-        assert int(batched.info["rank"][i]) == int(single.info["rank"]) == 2
-        assert int(batched.info["iterations"][i]) == int(single.info["iterations"])
+        assert int(batched.info["rank"][i]) == int(single.info["rank"]) == 2  # the rank rule fixes it
+        # The batched and the single programme round differently, so each lambda's relative-decrease
+        # stop may come one sweep earlier or later (80 against 79 on an AVX-512 Xeon): close, not equal.
+        n_batched, n_single = int(batched.info["iterations"][i]), int(single.info["iterations"])
+        assert abs(n_batched - n_single) <= 1 + 0.05 * n_single, (n_batched, n_single)
 
 
 def test_estimate_api_and_general_missing_pattern():
@@ -230,7 +239,7 @@ def test_estimate_api_and_general_missing_pattern():
     observed = rng.random(y0.shape) > 0.1
     panel = Panel.from_arrays(y0 + 1.5 * w, w, observed=observed)
     config = MCNNMConfig(rank=2)
-    res = codeal_jax.estimate(jax.random.key(0), panel, method="mc_nnm", covariates=None, config=config)
+    res = codeal_jax.estimate(jax.random.key(0), panel, with_removal(config, None))
     assert int(res.status) == Status.OK and int(res.info["rank"]) == 2
     y0_hat = np.asarray(res.y0_hat)
     assert np.all(np.isfinite(y0_hat))
@@ -264,7 +273,7 @@ def test_config_precedence_and_validation(block_panel):
             MCNNMConfig(**kwargs)
     _, _, panel = block_panel
     with pytest.raises(ValueError, match="exceeds min"):
-        codeal_jax.estimate(jax.random.key(0), panel, method="mc_nnm", covariates=None, config=MCNNMConfig(rank=21))
+        codeal_jax.estimate(jax.random.key(0), panel, with_removal(MCNNMConfig(rank=21), None))
     all_treated = Panel.from_arrays(np.zeros((4, 3)), np.ones((4, 3)))
     with pytest.raises(ValueError, match="untreated"):
         MCNNMConfig().check(all_treated)

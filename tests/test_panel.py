@@ -73,22 +73,24 @@ def test_estimate_rejects_bad_arguments(small_panel, key):
         cj.estimate(key, small_panel, method="nope")
     with pytest.raises(ValueError, match="covariates must be one of"):
         cj.estimate(key, small_panel, covariates="quadratic")
-    with pytest.raises(ValueError, match="latent_dim K=20 exceeds"):
-        cj.estimate(key, small_panel, config=cj.CodealConfig(latent_dim=20))
+    with pytest.raises(ValueError, match="rank K=20 exceeds"):
+        cj.estimate(key, small_panel, config=cj.CodealConfig(rank=20))
     with pytest.raises(TypeError, match="Panel"):
         cj.estimate(key, np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="takes a CodealConfig"):
+    with pytest.raises(ValueError, match="not the config of a registered method"):
         cj.estimate(key, small_panel, config=cj.CovariateConfig())
+    with pytest.raises(ValueError, match=r"method='codeal' conflicts with config, a MCNNMConfig \('mc_nnm'\)"):
+        cj.estimate(key, small_panel, config=cj.MCNNMConfig(), method="codeal")
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"steps": 0}, "steps must be >= 1"),
-        ({"latent_dim": -1}, "latent_dim must be >= 1"),
+        ({"rank": -1}, "rank must be >= 1"),
         ({"learning_rate": 0.0}, "learning_rate must be > 0"),
         ({"encoder_hidden": (64, 0)}, "encoder_hidden widths"),
-        ({"centering": "median"}, "centering must be 'auto' or one of"),
+        ({"centering": "median"}, r"centering must be one of \('auto', 'blocks', 'controls', 'none'\)"),
     ],
 )
 def test_config_validation(kwargs, match):

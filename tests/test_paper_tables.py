@@ -1,8 +1,11 @@
-"""Tests of benchmarks/published.csv (the paper's Tables 2-4b) and benchmarks/paper_tables.py."""
+"""Tests of reproduction/published.csv (the paper's Tables 2-4b) and the reproduction scripts.
+
+The scripts are modules of the ``reproduction`` package at the repository root
+(run from there, as ``python -m reproduction.<script>``, like these tests).
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import re
@@ -13,9 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reproduction import contrasts as con
+from reproduction import paper_tables as pt
+from reproduction import plot_tables as plot
+from reproduction import sensitivity as sens
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "benchmarks", "paper_tables.py")
-CSV = os.path.join(REPO, "benchmarks", "published.csv")
+CSV = os.path.join(REPO, "reproduction", "published.csv")
 REFERENCE_CANDIDATES = [
     os.environ.get("CODEAL_REFERENCE", ""),
     os.path.join(REPO, "shared", "reference", "codeal_paper.md"),
@@ -42,19 +49,6 @@ COVARIATE_NAMES = {
 }
 FACTOR_NAMES = {"Linear": "linear", "Sine": "sine", "Polynomial": "polynomial", "ReLU MLP": "relu_mlp"}
 KEY = ["table", "config", "factor", "covariate", "removal", "r", "method", "metric"]
-
-
-def _load_benchmark(name: str, register: bool = False):
-    """benchmarks/<name>.py as a module; ``register`` puts it in sys.modules (scripts import each other by name)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "benchmarks", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    if register:
-        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pt = _load_benchmark("paper_tables", register=True)
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +212,11 @@ def test_unavailable_method_is_na():
 
 
 def test_sensitivity_cells_variants_and_table():
-    """benchmarks/sensitivity.py: every rerun cell has published numbers; variants are valid configs."""
+    """reproduction.sensitivity: every rerun cell has published numbers; variants are valid configs."""
     import types
 
     from codeal_jax.sim import paper_config
 
-    sens = _load_benchmark("sensitivity")  # imports "paper_tables", registered above
     pub = pt.load_published()
     assert sens.published_for(pub, pt.Cell(1, "linear", "tanh", "linear"), "mc_nnm") == (0.837, 0.007)
     assert sens.published_for(pub, pt.Cell(2, "linear", "none", "none"), "single_ae") == (0.622, 0.006)
@@ -250,7 +243,7 @@ def test_sensitivity_cells_variants_and_table():
     frame = pd.DataFrame([dict(cell="c1-linear-tanh-linear", method="mc_nnm", variant="v", mean=0.769, se=0.014,
                                reps=10, pub_mean=0.837, pub_se=0.007, z=pt.z_score(0.769, 0.014, 0.837, 0.007))])
     text = sens.markdown(frame, types.SimpleNamespace(argv=["--reps", "10"], seed=0), 12.0)
-    assert "`python benchmarks/sensitivity.py --reps 10` (12 s in this invocation" in text
+    assert "`python -m reproduction.sensitivity --reps 10` (12 s in this invocation" in text
     assert "| c1-linear-tanh-linear | mc_nnm | v | 0.769 (0.014) | 0.837 (0.007) | -4.3 |" in text
     assert text.startswith(f"### {sens.TITLE}\n")
     titled = sens.markdown(frame, types.SimpleNamespace(argv=[], seed=0, title="Leaky CoDEAL"), 1.0)
@@ -292,6 +285,20 @@ def test_published_c3_relu_mlp_codeal_mae_is_out_of_line_with_its_mse():
     assert rest.min() > 0.74 and rest.max() < 0.77
 
 
+def test_committed_tables_name_the_module_commands_that_made_them():
+    """Every committed result page says which ``python -m reproduction.<script>`` command wrote it."""
+    pages = sorted(name for name in os.listdir(pt.RESULTS) if name.endswith(".md"))
+    committed = {f"paper_table_{t}.md" for t in pt.TABLES} | {"sensitivity.md", "sensitivity_4b_leaky.md", "contrasts.md"}
+    assert committed <= set(pages), pages
+    for name in pages:
+        with open(os.path.join(pt.RESULTS, name)) as fh:
+            command = re.search(r"^Command: `([^`]*)`", fh.read(), re.MULTILINE)
+        assert command, name
+        script = "paper_tables" if name.startswith("paper_table_") else name.split("_")[0].removesuffix(".md")
+        assert command.group(1).startswith(f"python -m reproduction.{script} "), (name, command.group(1))
+        assert "benchmarks" not in command.group(1), (name, command.group(1))
+
+
 def test_bad_arguments_rejected():
     for argv in (["--tables", "5"], ["--methods", "codeal,foo"], ["--reps", "0"]):
         with pytest.raises(SystemExit):
@@ -309,7 +316,7 @@ ARGS = ["--quick", "--tables", "2,4b", "--cells", CELLS, "--methods", "did", "--
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper_runs")
     results = out / "res"
-    cmd = [sys.executable, SCRIPT, *ARGS, "--out", str(out), "--results", str(results)]
+    cmd = [sys.executable, "-m", "reproduction.paper_tables", *ARGS, "--out", str(out), "--results", str(results)]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert first.returncode == 0, first.stderr[-3000:]
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -338,7 +345,7 @@ def test_quick_fragments(quick_run):
     for table, n_rows in (("2", 2), ("4b", 1)):
         path = results / f"paper_table_{table}.md"
         text = path.read_text()
-        assert "Command: `python benchmarks/paper_tables.py --quick" in text
+        assert "Command: `python -m reproduction.paper_tables --quick" in text
         assert "Fit time of this table's cells:" in text and "Machine:" in text
         assert re.search(r"\|z\| < 2 in \d+ of \d+", text) and re.search(r"\|z\| < 3 in \d+ of \d+", text)
         header, rows = _md_rows(path)
@@ -382,10 +389,6 @@ def test_quick_fragments(quick_run):
         assert (out / "quick" / f"{name}.timing.json").exists()
 
 
-def _load_contrasts():
-    return _load_benchmark("contrasts")  # imports "paper_tables" (registered above) and "sensitivity"
-
-
 def _rows(values, failed=()):
     """run_study-style rows: replication j of every paper method has cf_mae values[j] (+ the method's index)."""
     return pd.DataFrame([dict(rep=j, method=m, status=int(j in failed), cf_mae=v + 0.01 * i)
@@ -393,13 +396,8 @@ def _rows(values, failed=()):
 
 
 def test_contrasts_pair_replications_and_compare_with_the_paper(tmp_path):
-    """benchmarks/contrasts.py: the paired difference skips failed and extra replications; the paper's
+    """reproduction.contrasts: the paired difference skips failed and extra replications; the paper's
     difference gets the independent-cells SE; the script reads paper_tables' cell directories."""
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))  # contrasts.py imports sensitivity.py by name
-    try:
-        con = _load_contrasts()
-    finally:
-        sys.path.pop(0)
     a = _rows([1.0, 2.0, 4.0, 8.0, 9.0], failed=(3,))
     b = _rows([0.5, 1.0, 1.0, 0.0, 0.0])
     d = np.array([0.5, 1.0, 3.0])  # reps=4 keeps reps 0-3, and rep 3 failed in a
@@ -427,15 +425,14 @@ def test_contrasts_pair_replications_and_compare_with_the_paper(tmp_path):
     assert row["mean"] == pytest.approx(1.5) and row["pub_mean"] == pytest.approx(p_mean)
     assert row["z"] == pytest.approx(pt.z_score(1.5, d.std(ddof=1) / np.sqrt(3), p_mean, p_se))
     text = out.read_text()
-    assert "contrasts: relu minus tanh, counterfactual" in text and "`python benchmarks/contrasts.py --pair relu,tanh" in text
+    assert "contrasts: relu minus tanh, counterfactual" in text and "`python -m reproduction.contrasts --pair relu,tanh" in text
     for bad in (["--pair", "relu"], ["--pair", "relu,none"], ["--pair", "relu,foo"]):
         with pytest.raises(SystemExit):
             con.main(bad + ["--runs-dir", str(tmp_path)])
 
 
 def test_agreement_figure_from_the_tables_csvs(tmp_path):
-    """benchmarks/plot_tables.py draws one panel per table CSV it finds plus the z histogram."""
-    plot = _load_benchmark("plot_tables")
+    """reproduction.plot_tables draws one panel per table CSV it finds plus the z histogram."""
     rows = [dict(table="2", method=m, metric=metric, mean=0.6 + 0.01 * i, pub_mean=0.6, z=z, reps=10, available=True)
             for i, m in enumerate(pt.PAPER_METHODS) for metric, z in (("cf_mae", 4.0 - i), ("cf_mse", 0.5))]
     rows.append(dict(table="2", method="vert_reg", metric="cf_mae", mean=np.nan, pub_mean=0.7, z=np.nan, reps=10,
@@ -456,7 +453,8 @@ def test_agreement_figure_from_the_tables_csvs(tmp_path):
 
 # Table 4b's per-replication records are committed (the README's ``--out`` for that table), so the
 # table can be rebuilt without refitting and its slow run resumed on another machine.
-TABLE_4B_RUNS = os.path.join(REPO, "benchmarks", "results", "table_4b_runs")
+TABLE_4B_RUNS = os.path.join(REPO, "reproduction", "results", "table_4b_runs")
+LEAKY_RUNS = os.path.join(REPO, "reproduction", "results", "table_4b_leaky_runs")
 
 
 def test_committed_table_4b_records_match_the_paper_settings_and_the_table():
@@ -466,20 +464,21 @@ def test_committed_table_4b_records_match_the_paper_settings_and_the_table():
     import jax
 
     from codeal_jax import sim
+    from codeal_jax.sim.store import read_chunks
 
     table = pd.read_csv(os.path.join(pt.RESULTS, "paper_table_4b.csv"))
     found = compared = 0
     for _, ours in table.groupby("cell", sort=False):
         cell = pt.cell_of(ours.iloc[0])
         folder = os.path.join(TABLE_4B_RUNS, f"{cell.slug}_s0_all")
-        rows = pt.finished_rows(folder)
+        rows = read_chunks(folder)
         if rows is None:  # not run yet (or a local run has just started the cell)
             continue
         found += 1
         reps = int(rows.groupby("method")["rep"].nunique().min())
         n = int(ours["reps"].iloc[0])
-        runs = sim.paper_methods(pt.PAPER_METHODS, cell.dgp())
-        result = pt.load_complete(folder, jax.random.key(0), cell.dgp(), cell.covariates, runs, min(n, reps))
+        runs = sim.paper_methods(pt.PAPER_METHODS, cell.dgp(), covariates=cell.covariates)
+        result = sim.load_study(jax.random.key(0), cell.dgp(), runs, min(n, reps), folder)
         assert result is not None, f"{folder} does not match the paper settings of {cell.slug}"
         if reps < n:
             continue
@@ -498,9 +497,8 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
     their means, and their first 10 replications are sensitivity.csv's 10-replication rows."""
     import jax
 
-    from codeal_jax.sim import paper_config
+    from codeal_jax import sim
 
-    sens = _load_benchmark("sensitivity")
     label = "codeal_sub_panel"
     method, over, what = sens.VARIANTS[label]
     cells = {cell.slug: cell for cell, _ in sens.CELLS}
@@ -511,10 +509,11 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
     assert len(table) >= 8 and set(table["reps"]) == {50}  # the eight r = 5 cells, and r = 10 ones where run
     for _, row in table.iterrows():
         cell = cells[row["cell"]]
-        runs = [(label, method, sens.with_overrides(paper_config(method, cell.dgp()), over))]
-        folder = os.path.join(REPO, "benchmarks", "results", "table_4b_leaky_runs", f"sens_{cell.slug}_s0")
+        config = sim.paper_config(method, cell.dgp(), covariates=cell.covariates)
+        runs = [(label, method, sens.with_overrides(config, over))]
+        folder = os.path.join(LEAKY_RUNS, f"sens_{cell.slug}_s0")
         for reps, expect in ((50, row), (10, short[(short["cell"] == cell.slug) & (short["variant"] == what)].iloc[0])):
-            result = pt.load_complete(folder, jax.random.key(0), cell.dgp(), cell.covariates, runs, reps)
+            result = sim.load_study(jax.random.key(0), cell.dgp(), runs, reps, folder)
             assert result is not None, f"{folder} does not hold {reps} replications of {label}"
             summary = result.summary()
             assert summary.loc[label, "cf_mae"] == pytest.approx(expect["mean"], rel=1e-9), (cell.slug, reps)

@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 import codeal_jax as cj
 from codeal_jax.result import Status
+from conftest import with_removal
 
 KEY = jax.random.key(11)
-TINY = cj.CodealConfig(latent_dim=1, encoder_hidden=(4,), decoder_hidden=(4,), steps=2)
+TINY = cj.CodealConfig(rank=1, encoder_hidden=(4,), decoder_hidden=(4,), steps=2)
 DID_SHAPES = [(1, 1), (1, 5), (4, 1), (6, 5), (8, 8)]
 CODEAL_SHAPE = (6, 5)
 DID_TEMPLATES = ["four_block", "all0", "all1", "reversal", "from_start", "random", "staggered"]
@@ -154,7 +155,7 @@ def test_malformed_panels_raise_or_report(case):
     assert not bad_cell, "a NaN/inf observed outcome was accepted"
     config = TINY if method == "codeal" else cj.DiDConfig()
     try:
-        res = cj.estimate(KEY, panel, method=method, covariates=None, config=config)
+        res = cj.estimate(KEY, panel, with_removal(config, None))
     except ValueError as e:
         assert str(e).strip()
         event(f"{method}: rejected by estimate")

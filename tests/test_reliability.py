@@ -28,9 +28,10 @@ import pytest  # noqa: E402
 
 import codeal_jax as cj  # noqa: E402
 from codeal_jax import cli, memory  # noqa: E402
+from conftest import with_removal  # noqa: E402
 
 KEY = jax.random.key(7)
-TINY = cj.CodealConfig(latent_dim=1, encoder_hidden=(4,), decoder_hidden=(4,), steps=2)
+TINY = cj.CodealConfig(rank=1, encoder_hidden=(4,), decoder_hidden=(4,), steps=2)
 PACKAGE = pathlib.Path(cj.__file__).parent
 
 
@@ -131,7 +132,7 @@ def test_adoption_methods_reject_bad_designs(method, make, match):
     panel = cj.Panel.from_arrays(y, w, units=[f"u{i}" for i in range(6 - y.shape[0], 6)])
     config = TINY if method == "codeal" else None
     with pytest.raises(ValueError, match=match):
-        cj.estimate(KEY, panel, method=method, covariates=None, config=config)
+        cj.estimate(KEY, panel, with_removal(config, None))
 
 
 def test_pre_treatment_check_counts_observed_periods_only():
@@ -141,7 +142,7 @@ def test_pre_treatment_check_counts_observed_periods_only():
     obs[4, :2] = False  # unit 4 adopts at period 2; its periods 0-1 are missing
     panel = cj.Panel.from_arrays(y, w, None, obs)
     with pytest.raises(ValueError, match=r"pre-treatment period.*units \[4\]"):
-        cj.estimate(KEY, panel, method="codeal", covariates=None, config=TINY)
+        cj.estimate(KEY, panel, with_removal(TINY, None))
 
 
 # ------------------------------------------------------------------ config checks
@@ -149,11 +150,10 @@ def test_pre_treatment_check_counts_observed_periods_only():
 
 def _rank_cases():
     return [
-        ("codeal", cj.CodealConfig, "latent_dim"),
-        ("single_ae", cj.SingleAEConfig, "latent_dim"),
+        ("codeal", cj.CodealConfig, "rank"),
+        ("single_ae", cj.SingleAEConfig, "rank"),
         ("mc_nnm", cj.MCNNMConfig, "rank"),
-        ("spectral", cj.SpectralConfig, "rank0"),
-        ("spectral", cj.SpectralConfig, "rank1"),
+        ("spectral", cj.SpectralConfig, "rank"),
     ]
 
 
@@ -170,17 +170,17 @@ def test_rank_limit_is_min_n_t(method, cls, field):
         cls(**{field: 8}, **extra).check(panel)
     # estimate() runs the same check before tracing
     with pytest.raises(ValueError, match="exceeds min"):
-        cj.estimate(KEY, panel, method=method, covariates=None, config=cls(**{field: 8}, **extra))
+        cj.estimate(KEY, panel, with_removal(cls(**{field: 8}, **extra), None))
 
 
 @pytest.mark.parametrize(
     "cls, kwargs, match",
     [
         # sizes must be integers: floats/bools/strings used to pass or crash with a TypeError (fixed)
-        (cj.CodealConfig, dict(latent_dim=2.5), r"CodealConfig.latent_dim must be an integer >= 1, got 2.5"),
+        (cj.CodealConfig, dict(rank=2.5), r"CodealConfig.rank must be an integer >= 1, got 2.5"),
         (cj.CodealConfig, dict(steps=2.0), r"CodealConfig.steps must be an integer"),
         (cj.CodealConfig, dict(steps="3"), r"CodealConfig.steps must be an integer"),
-        (cj.CodealConfig, dict(latent_dim=True), r"latent_dim must be an integer"),
+        (cj.CodealConfig, dict(rank=True), r"rank must be an integer"),
         (cj.CodealConfig, dict(max_buckets=0), r"max_buckets must be >= 1"),
         (cj.CodealConfig, dict(encoder_hidden=8), r"encoder_hidden must be a tuple of widths"),
         (cj.CodealConfig, dict(decoder_hidden=(8.5,)), r"decoder_hidden widths must be integers"),
@@ -206,8 +206,8 @@ def test_config_fields_validated(cls, kwargs, match):
 
 def test_valid_configs_still_hash_and_normalise():
     """The stricter checks keep valid configs as before (lists -> tuples, numpy ints accepted)."""
-    a = cj.CodealConfig(encoder_hidden=[8, np.int64(4)], latent_dim=np.int64(2), steps=3)
-    b = cj.CodealConfig(encoder_hidden=(8, 4), latent_dim=2, steps=3)
+    a = cj.CodealConfig(encoder_hidden=[8, np.int64(4)], rank=np.int64(2), steps=3)
+    b = cj.CodealConfig(encoder_hidden=(8, 4), rank=2, steps=3)
     assert a.encoder_hidden == (8, 4) and hash(a) == hash(b) and a == b
     assert cj.CodealConfig(encoder_hidden=()).encoder_hidden == ()
 
@@ -228,7 +228,7 @@ def test_constant_and_collinear_covariates_give_finite_results(method, removal):
     panel = cj.Panel.from_arrays(y, w, x)
     cov = cj.CovariateConfig(method=removal, hidden=4, steps=5)
     config = dataclasses.replace(TINY, covariates=cov) if method == "codeal" else cj.DiDConfig(covariates=cov)
-    res = cj.estimate(KEY, panel, method=method, covariates=removal, config=config)
+    res = cj.estimate(KEY, panel, with_removal(config, removal))
     assert int(res.status) == cj.Status.OK
     assert np.isfinite(np.asarray(res.y0_hat)).all()
     assert np.isfinite(np.asarray(res.unit_att)[6:]).all() and np.isnan(np.asarray(res.unit_att)[:6]).all()
@@ -275,8 +275,8 @@ FIT = ["--unit", "u", "--time", "t", "--outcome", "y", "--treatment", "d"]
         (["missing.csv", *FIT], r"data file '.*missing.csv' not found"),
         (["dup.csv", *FIT], r"2 rows share a \(unit, time\) pair.*rows \[7, 48\].*u='u1', t=1"),
         (["good.csv", *FIT[:-1], "nope"], r"columns \['nope'\] are not in the table"),
-        (["good.csv", *FIT, "--method", "codeal", "--rank", "9"], r"latent_dim K=9 exceeds min\(N, T\)=6 for a 8x6"),
-        (["good.csv", *FIT, "--method", "codeal", "--rank", "0"], r"CodealConfig.latent_dim must be >= 1, got 0"),
+        (["good.csv", *FIT, "--method", "codeal", "--rank", "9"], r"rank K=9 exceeds min\(N, T\)=6 for a 8x6"),
+        (["good.csv", *FIT, "--method", "codeal", "--rank", "0"], r"CodealConfig.rank must be >= 1, got 0"),
         (["good.csv", *FIT, "--method", "codeal", "--steps", "-1"], r"CodealConfig.steps must be >= 1, got -1"),
         (["good.csv", *FIT, "--method", "codeal", "--learning-rate", "0"], r"learning_rate must be > 0, got 0.0"),
         (["good.csv", *FIT, "--method", "codeal", "--max-groups", "1"], r"max_groups must be >= 2"),
@@ -340,16 +340,34 @@ def test_cli_codeal_train_inputs_reach_codeal_only():
 
     dgp = sim.config_preset(3, n_groups=5)
     runs = sim.paper_methods(["codeal", "did"], dgp)
-    changed = cli._with_train_inputs(runs, "sub_panel")
+    changed = cli.simulate.with_train_inputs(runs, "sub_panel")
     assert [n for n, _ in changed] == ["codeal", "did"]
     assert changed[0][1].train_inputs == "sub_panel" and runs[0][1].train_inputs == "zero_filled"
-    assert changed[0][1].latent_dim == runs[0][1].latent_dim and changed[1][1] == runs[1][1]
+    assert changed[0][1].rank == runs[0][1].rank and changed[1][1] == runs[1][1]
 
 
 def test_cli_simulate_out_is_a_file(capsys, csv_files):
     rc, err = _cli(capsys, [*SIM, "--reps", "1", "--out", str(csv_files / "a_file")])
     assert rc == 2 and err.count("\n") == 1
     assert "exists and is not a directory" in err
+
+
+def test_cli_simulate_devices_on_a_cpu(tmp_path):
+    """``--devices 2`` on a CPU-only machine creates the host devices before JAX starts (a fresh
+    process), and the study sharded over them gives the one-device table."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    outs = []
+    for devices in ("2", "1"):
+        out = tmp_path / f"d{devices}"
+        argv = [sys.executable, "-m", "codeal_jax.cli", *SIM, "--reps", "3", "--devices", devices, "--out", str(out)]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(pd.read_csv(out / "summary.csv"))
+    pd.testing.assert_frame_equal(outs[0], outs[1], rtol=1e-6)
 
 
 def test_cli_unknown_subcommand(capsys):
@@ -447,7 +465,7 @@ def test_estimate_bytes_static_kwargs_and_real_estimator():
     config = cj.DiDConfig(covariates=cj.CovariateConfig(method="none"))
 
     def batch(keys, panels, config):
-        return jax.vmap(lambda k, p: cj.baselines.did.fit(k, p, config))(keys, panels)
+        return jax.vmap(cj.plan(panel, config))(keys, panels)
 
     def sized(c):
         panels = jax.tree.map(lambda a: jax.ShapeDtypeStruct((c, *a.shape), a.dtype), panel)
@@ -524,19 +542,29 @@ def test_available_bytes_device_and_host():
 def test_tune_cpu_flags_respect_version_user_and_opt_out():
     """Tuned flags only for tested jaxlib versions, never over the user's own value, off with
     ``CODEAL_JAX_TUNE_CPU=0``; XLA aborts the process on an unknown flag, hence the gate."""
-    from codeal_jax import xla_flags
+    from codeal_jax import runtime
 
-    low = ".".join(map(str, xla_flags.TESTED_JAXLIB[0])) + ".0"
+    low = ".".join(map(str, runtime.TESTED_JAXLIB[0])) + ".0"
     env = {}
-    added = xla_flags.tune_cpu(env, jaxlib_version=low)
+    added = runtime.tune_cpu(env, jaxlib_version=low)
     assert added and env["XLA_FLAGS"] == " ".join(added)
-    assert xla_flags.tune_cpu(env, jaxlib_version=low) == []  # already there
-    assert xla_flags.tune_cpu({}, jaxlib_version="0.4.30") == []
-    assert xla_flags.tune_cpu({}, jaxlib_version="99.0") == []
-    name = next(iter(xla_flags.TUNED_CPU_FLAGS))
+    assert runtime.tune_cpu(env, jaxlib_version=low) == []  # already there
+    assert runtime.tune_cpu({}, jaxlib_version="0.4.30") == []
+    assert runtime.tune_cpu({}, jaxlib_version="99.0") == []
+    name = next(iter(runtime.TUNED_CPU_FLAGS))
     mine = {"XLA_FLAGS": f"--{name}=mine"}
-    assert xla_flags.tune_cpu(mine, jaxlib_version=low) == [] and mine["XLA_FLAGS"] == f"--{name}=mine"
-    assert xla_flags.tune_cpu({"CODEAL_JAX_TUNE_CPU": "0"}, jaxlib_version=low) == []
+    assert runtime.tune_cpu(mine, jaxlib_version=low) == [] and mine["XLA_FLAGS"] == f"--{name}=mine"
+    assert runtime.tune_cpu({"CODEAL_JAX_TUNE_CPU": "0"}, jaxlib_version=low) == []
+
+
+def test_force_host_devices_adds_the_count_once():
+    """``codeal-jax simulate --devices N`` on a CPU: the device count goes into XLA_FLAGS unless set."""
+    from codeal_jax import runtime
+
+    env = {"XLA_FLAGS": "--a=1"}
+    assert runtime.force_host_devices(3, env) and env["XLA_FLAGS"] == "--a=1 --xla_force_host_platform_device_count=3"
+    assert not runtime.force_host_devices(2, env)  # the user's (or an earlier) count stays
+    assert not runtime.force_host_devices(1, {}) and not runtime.force_host_devices(None, {})
 
 
 def test_tuned_flags_accepted_by_installed_jaxlib():

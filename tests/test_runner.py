@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,25 +15,16 @@ import pandas as pd
 import pytest
 
 import codeal_jax as cj
-from codeal_jax.sim import METRICS, DGPConfig, StudyResult, run_study
-from codeal_jax.sim import runner
+from codeal_jax.sim import METRICS, DGPConfig, StudyResult, programmes, run_study, runner, store
+from codeal_jax.sim.runs import method_runs
 
 # Tiny problem, few steps: compile time dominates on the shared CPU.
 DGP = DGPConfig(n_units=12, n_periods=10, n_covariates=1, rank=2, covariate="none")
-CODEAL = cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3)
+NO_COV = cj.CovariateConfig(method="none")
+CODEAL = cj.CodealConfig(rank=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3, covariates=NO_COV)
 KEY = jax.random.PRNGKey(2024)
 REPS = 4
-
-
-def _methods():
-    methods = [("codeal", CODEAL)]
-    # Other methods join when their modules exist (they are written in parallel).
-    if importlib.util.find_spec(cj.METHODS["did"].module) is not None:
-        methods.append("did")
-    return methods
-
-
-METHODS_USED = _methods()
+METHODS_USED = [("codeal", CODEAL), "did"]  # DiD by name: covariates=None below sets its removal
 LABELS = [m if isinstance(m, str) else m[0] for m in METHODS_USED]
 
 
@@ -76,10 +67,8 @@ def test_replication_matches_direct_fit(by4):
     j = 2
     k_data, k_fit = jax.random.split(jax.random.fold_in(KEY, j))
     panel, truth = simulate(k_data, DGP)
-    # The cheapest method to compile that ran in the study.
-    label = "did" if "did" in LABELS else "codeal"
-    config = None if label == "did" else CODEAL
-    fitted = cj.estimate(k_fit, panel, label, covariates=None, config=config)
+    label = "did"  # the cheapest method to compile that ran in the study
+    fitted = cj.estimate(k_fit, panel, method=label, covariates=None)
     want = {k: float(v) for k, v in evaluate(panel, truth, fitted).items()}
     got = res.data[(res.data["rep"] == j) & (res.data["method"] == label)].iloc[0]
     for name in METRICS:
@@ -115,25 +104,30 @@ def test_refuses_directory_with_other_settings(by4):
     _, out = by4
     with pytest.raises(ValueError, match=r"different settings.*key"):
         run_study(jax.random.PRNGKey(1), DGP, METHODS_USED, REPS, covariates=None, progress=False, out_dir=out)
-    other = [("codeal", cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=4))]
+    other = [("codeal", dataclasses.replace(CODEAL, steps=4))]
     with pytest.raises(ValueError, match=r"different settings.*methods"):
         run_study(KEY, DGP, other, REPS, covariates=None, progress=False, out_dir=out)
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["dgp"]["n_units"] == 12 and settings["covariates"] is None
+    assert settings["format"] == store.FORMAT and "covariates" not in settings  # each config holds its own
+    assert settings["dgp"]["n_units"] == 12
     assert [m["label"] for m in settings["methods"]] == LABELS
     assert settings["methods"][0]["config"]["steps"] == 3
+    assert [m["config"]["covariates"]["method"] for m in settings["methods"]] == ["none", "none"]
 
 
 def test_resumes_under_other_batching_fields(by4):
     """``max_buckets`` only batches work: a finished directory reads back under another value."""
     res, out = by4
-    other = [("codeal", cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3,
-                                         max_buckets=2))] + METHODS_USED[1:]
+    other = [("codeal", dataclasses.replace(CODEAL, max_buckets=2))] + METHODS_USED[1:]
     again = run_study(KEY, DGP, other, REPS, covariates=None, progress=False, out_dir=out)
     pd.testing.assert_frame_equal(again.data, res.data)
     # The directory keeps the settings it was written with.
     settings = json.loads((out / "settings.json").read_text())
     assert settings["methods"][0]["config"]["max_buckets"] == CODEAL.max_buckets
+
+
+def _no_compile(*args, **kw):
+    raise AssertionError("a finished study must not compile")
 
 
 def test_reads_back_directories_written_before_a_config_field_existed(by4, tmp_path, monkeypatch):
@@ -149,18 +143,39 @@ def test_reads_back_directories_written_before_a_config_field_existed(by4, tmp_p
     del settings["dgp"]["noise_sd"]
     (old / "settings.json").write_text(json.dumps(settings))
 
-    def no_compile(*args, **kw):
-        raise AssertionError("a finished study must not compile")
-
-    monkeypatch.setattr(runner, "_fit_memory", no_compile)
+    monkeypatch.setattr(runner, "_fit_memory", _no_compile)
     again = run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False, out_dir=old)
     pd.testing.assert_frame_equal(again.data, res.data)
-    leaky = [("codeal", cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3,
-                                         train_inputs="sub_panel"))] + METHODS_USED[1:]
+    leaky = [("codeal", dataclasses.replace(CODEAL, train_inputs="sub_panel"))] + METHODS_USED[1:]
     with pytest.raises(ValueError, match=r"different settings.*methods"):
         run_study(KEY, DGP, leaky, REPS, covariates=None, progress=False, out_dir=old)
-    assert runner.backfill_defaults({"steps": 3}, CODEAL)["train_inputs"] == "zero_filled"
-    assert runner.backfill_defaults([1], CODEAL) == [1]
+    assert store.backfill_defaults({"steps": 3}, CODEAL)["train_inputs"] == "zero_filled"
+    assert store.backfill_defaults([1], CODEAL) == [1]
+
+
+def test_reads_back_directories_of_the_first_format(by4, tmp_path, monkeypatch):
+    """Format 1 (codeal_jax 0.1): a top-level covariate removal, ``latent_dim``, and a baseline's
+    ``"blocks"`` centring meaning today's ``"auto"``. Such a directory reads back as the same study."""
+    import shutil
+
+    res, out = by4
+    old = tmp_path / "v1"
+    shutil.copytree(out, old)
+    settings = json.loads((old / "settings.json").read_text())
+    settings.update(format=1, covariates=None)
+    codeal, did = (m["config"] for m in settings["methods"])
+    codeal["latent_dim"] = codeal.pop("rank")
+    did["centering"] = "blocks"
+    for cfg in (codeal, did):  # fields the classes gained in format 2
+        del cfg["staggered" if cfg is codeal else "max_groups"]
+    (old / "settings.json").write_text(json.dumps(settings))
+
+    monkeypatch.setattr(runner, "_fit_memory", _no_compile)
+    again = run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False, out_dir=old)
+    pd.testing.assert_frame_equal(again.data, res.data)
+    # Format 1's "blocks" is not today's explicit "blocks" (per subproblem it centred by the controls).
+    assert store.upgrade({"format": 1, "methods": [{"method": "did", "config": {"centering": "blocks"}}]})[
+        "methods"][0]["config"]["centering"] == "auto"
 
 
 def test_sharded_run_equals_unsharded(by4, tmp_path):
@@ -171,7 +186,8 @@ def test_sharded_run_equals_unsharded(by4, tmp_path):
         f"""
         import jax, numpy as np, pandas as pd
         from codeal_jax import CodealConfig, CovariateConfig
-        from codeal_jax.sim import DGPConfig, run_study, runner
+        from codeal_jax.sim import DGPConfig, programmes, run_study
+        from codeal_jax.sim.runs import method_runs
         assert jax.device_count() == 4, jax.devices()
         dgp = {DGP!r}
         methods = {METHODS_USED!r}
@@ -180,7 +196,9 @@ def test_sharded_run_equals_unsharded(by4, tmp_path):
         ref = pd.read_csv({str(ref)!r}, dtype={{"method": str}})
         pd.testing.assert_frame_equal(res.data, ref)
         # The chunk (3 padded to 4) really is split over the 4 devices.
-        fn, _, split = runner._programme(dgp, tuple(runner._method_runs(methods)), None, tuple(jax.devices()))
+        runs = method_runs(methods, None)
+        fn = programmes.chunk_programme(dgp, runs, tuple(jax.devices()))
+        split, _ = programmes.shardings(tuple(jax.devices()))
         out = fn(jax.random.PRNGKey(2024), jax.device_put(np.arange(4, dtype=np.uint32), split))
         leaf = jax.tree.leaves(out)[0]
         assert len(leaf.sharding.device_set) == 4 and len(leaf.addressable_shards) == 4
@@ -196,13 +214,11 @@ def test_sharded_run_equals_unsharded(by4, tmp_path):
 
 def test_fit_programme_shared_across_generators(by4):
     """DGPs that differ only in their generators reuse one compiled fit programme."""
-    import dataclasses
-
     other = dataclasses.replace(DGP, factor="sine", noise_sd=1.0)
-    runs = tuple(runner._method_runs(METHODS_USED))
+    runs = method_runs(METHODS_USED, None)
     devs = tuple(jax.local_devices())
-    fn_a, _ = runner._fit_programme(runner._structure(DGP), DGP, runs, None, devs)
-    fn_b, _ = runner._fit_programme(runner._structure(other), other, runs, None, devs)
+    fn_a = programmes.fit_programme(programmes.Structure.of(DGP), runs, devs)
+    fn_b = programmes.fit_programme(programmes.Structure.of(other), runs, devs)
     assert fn_a is fn_b
     size = fn_a._cache_size()
     res = run_study(KEY, other, METHODS_USED, REPS, covariates=None, progress=False, chunk_size=4)
@@ -213,15 +229,15 @@ def test_fit_programme_shared_across_generators(by4):
 
 def test_memory_plan_shrinks_or_refuses_chunks(by4, monkeypatch):
     """A chunk that would not fit free memory is shrunk (auto) or refused (explicit)."""
-    runs = tuple(runner._method_runs(METHODS_USED))
+    runs = method_runs(METHODS_USED, None)
     devs = tuple(jax.local_devices())
-    need4 = runner._chunk_bytes(KEY, DGP, runs, None, devs, 4)
-    need1 = runner._chunk_bytes(KEY, DGP, runs, None, devs, 1)
+    need4 = runner._chunk_bytes(KEY, DGP, runs, devs, 4)
+    need1 = runner._chunk_bytes(KEY, DGP, runs, devs, 1)
     assert need4 > need1 > 0
     # Room for about two replications of the conservative per-replication estimate.
     free = int(need4 / 4 * 2 / runner.MEMORY_HEADROOM) + 1
     monkeypatch.setattr(runner.memory, "available_bytes", lambda device=None: free)
-    assert runner._fit_memory(KEY, DGP, runs, None, devs, 4, auto=True) == 2
+    assert runner._fit_memory(KEY, DGP, runs, devs, 4, auto=True) == 2
     with pytest.raises(ValueError, match="needs about"):
         _run(chunk_size=4)
     res = run_study(KEY, DGP, METHODS_USED, REPS, covariates=None, progress=False)
@@ -271,7 +287,7 @@ def test_summary_matches_numpy():
 )
 def test_bad_methods(methods, match):
     with pytest.raises(ValueError, match=match):
-        runner._method_runs(methods)
+        method_runs(methods)
 
 
 def test_bad_arguments():
@@ -292,22 +308,20 @@ def test_covariate_stage_computed_once_for_all_methods():
     in the compiled study programme by the covariate loop's trip count
     (37 steps, a number no other loop here has).
     """
-    import dataclasses
-
     cov = cj.CovariateConfig(hidden=4, steps=37)
     dgp = dataclasses.replace(DGP, covariate="matrix_linear")
     methods = [
-        ("codeal", dataclasses.replace(CODEAL, covariates=cov)),
-        ("single_ae", cj.SingleAEConfig(latent_dim=2, encoder_hidden=(4,), decoder_hidden=(4,), steps=3, covariates=cov)),
-        ("aemc_ne", cj.AEMCNEConfig(hidden=(4,), enet_hidden=(4,), steps=3, covariates=cov)),
-        ("mc_nnm", cj.MCNNMConfig(rank=2, max_iter=20, covariates=cov)),
-        ("did", cj.DiDConfig(covariates=cov)),
-        ("vert_reg", cj.VertRegConfig(covariates=cov)),
-    ]
-    runs = tuple(runner._method_runs(methods))
+        dataclasses.replace(CODEAL, covariates=cov),
+        cj.SingleAEConfig(rank=2, encoder_hidden=(4,), decoder_hidden=(4,), steps=3, covariates=cov),
+        cj.AEMCNEConfig(hidden=(4,), enet_hidden=(4,), steps=3, covariates=cov),
+        cj.MCNNMConfig(rank=2, max_iter=20, covariates=cov),
+        cj.DiDConfig(covariates=cov),
+        cj.VertRegConfig(covariates=cov),
+    ]  # bare configs: labelled by their method names
+    runs = method_runs(methods)
     devs = tuple(jax.local_devices())
-    fit_fn, _ = runner._fit_programme(runner._structure(dgp), dgp, runs, "dnn", devs)
+    fit_fn = programmes.fit_programme(programmes.Structure.of(dgp), runs, devs)
     idx = np.arange(2, dtype=np.uint32)
-    panels, truths = runner._data_programme(dgp, devs)(KEY, idx)
+    panels, truths = programmes.data_programme(dgp, devs)(KEY, idx)
     text = fit_fn.lower(KEY, idx, panels, truths).compile().as_text()
     assert text.count('"known_trip_count":{"n":"37"}') == 1

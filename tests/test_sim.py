@@ -188,7 +188,7 @@ def test_redraws_and_fixed_tau():
 
 def test_covariate_generators_share_the_other_draws():
     """Cells that differ only in the covariate generator see the same noise, tau, X and factor effects
-    from one key, so their outcomes differ by the covariate effects alone (benchmarks/contrasts.py
+    from one key, so their outcomes differ by the covariate effects alone (reproduction/contrasts.py
     pairs replications on this)."""
     key = jax.random.PRNGKey(3)
     a, b = (DGPConfig(**SMALL, covariate=c) for c in ("relu", "tanh"))

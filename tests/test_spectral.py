@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 
 from codeal_jax import Panel, Status, estimate
-from codeal_jax.sim.spectral_dgp import SpectralDGPConfig, simulate, spectral_metrics
-from codeal_jax.spectral import (
+from codeal_jax.methods import spectral as spectral_module
+from codeal_jax.methods.spectral import (
     SpectralConfig,
     SpectralResult,
     difference_in_means,
-    fit,
     low_rank,
     randomized_svd,
     spectral,
 )
+from codeal_jax.sim.spectral_dgp import SpectralDGPConfig, simulate, spectral_metrics
 
 KEY = jax.random.PRNGKey(0)
+fit = jax.jit(spectral_module.fit, static_argnames="config")  # the traced estimator, no host checks
 
 
 # ----------------------------------------------------------------------------- numpy reference
@@ -80,7 +81,7 @@ def assert_close(got, want, rel):
 
 
 def test_matches_numpy_reference(panel):
-    res = spectral(panel, SpectralConfig(rank0=3, rank1=4))
+    res = spectral(KEY, panel, SpectralConfig(rank=(3, 4)))
     ref = np_spectral(np.asarray(panel.y), np.asarray(panel.w), np.asarray(panel.observed), 3, 4)
     assert isinstance(res, SpectralResult)
     assert int(res.status) == Status.OK and int(res.rank0) == 3 and int(res.rank1) == 4
@@ -96,7 +97,7 @@ def test_matches_numpy_reference(panel):
 
 def test_options_match_numpy_reference(panel):
     y, w, obs = np.asarray(panel.y), np.asarray(panel.w), np.asarray(panel.observed)
-    res = spectral(panel, SpectralConfig(rank0=3, rank1=4, propensity="svd", unit_effect="stacked"))
+    res = spectral(KEY, panel, SpectralConfig(rank=(3, 4), propensity="svd", unit_effect="stacked"))
     ref = np_spectral(y, w, obs, 3, 4, propensity="svd", stacked_rank=4)
     assert_close(res.effects, ref["m"], 1e-4)
     assert_close(res.unit_effect, ref["tau"], 1e-4)
@@ -109,7 +110,7 @@ def test_difference_in_means_closed_form(panel):
     np.testing.assert_allclose(difference_in_means(panel), want, atol=1e-5)
     # Without missing cells the row-scaled difference is exactly the difference in means.
     full = Panel.from_arrays(y, w)
-    res = spectral(full, SpectralConfig())
+    res = spectral(KEY, full, SpectralConfig())
     np.testing.assert_allclose(res.info["unit_dm"], difference_in_means(full), atol=1e-5)
 
 
@@ -141,7 +142,7 @@ def test_noiseless_rank_exact_recovery():
         assert np.linalg.norm(err, 2) < 0.9 * sv[np.linalg.matrix_rank(a) - 1]
     r0, r1 = np.linalg.matrix_rank(a0), np.linalg.matrix_rank(a1)
     assert (r0, r1) == (3, 4)
-    res = spectral(Panel.from_arrays(y, d), SpectralConfig(rank0=int(r0), rank1=int(r1)))
+    res = spectral(KEY, Panel.from_arrays(y, d), SpectralConfig(rank=(int(r0), int(r1))))
     assert int(res.status) == Status.OK
     assert_close(res.a0_hat, a0, 1e-5)
     assert_close(res.a1_hat, a1, 1e-5)
@@ -157,7 +158,7 @@ def test_rate_two_points():
     errs = []
     for n in (100, 400):
         dgp = SpectralDGPConfig(n_units=n, n_periods=n)
-        cfg = SpectralConfig(*dgp.ranks)
+        cfg = SpectralConfig(dgp.ranks)
 
         def one(key, dgp=dgp, cfg=cfg):
             p, truth = simulate(key, dgp)
@@ -178,7 +179,7 @@ def test_insufficient_data_host_and_traced(panel):
     units = [f"u{i}" for i in range(y.shape[0])]
     bad = Panel.from_arrays(y, w, units=units)
     with pytest.raises(ValueError, match="u5"):
-        spectral(bad)
+        spectral(KEY, bad)
     with pytest.raises(ValueError, match="treated periods"):
         estimate(KEY, bad, method="spectral")
     # Inside traced code: a flag, NaN only on the short unit's effect rows, never inf.
@@ -190,7 +191,7 @@ def test_insufficient_data_host_and_traced(panel):
     assert np.all(np.isfinite(np.asarray(res.effects)[ok])) and np.isfinite(float(res.att))
     assert np.all(np.isfinite(res.y0_hat)) and np.all(np.isfinite(res.a1_hat))
     # allow_insufficient skips the host error and gives the same flagged result.
-    res2 = spectral(bad, SpectralConfig(allow_insufficient=True))
+    res2 = spectral(KEY, bad, SpectralConfig(allow_insufficient=True))
     assert int(res2.status) == Status.INSUFFICIENT_DATA
     np.testing.assert_allclose(res2.a0_hat, res.a0_hat, atol=1e-5)
 
@@ -199,16 +200,16 @@ def test_bad_configs(panel):
     with pytest.raises(ValueError, match="rank_rule"):
         SpectralConfig(rank_rule="elbow")
     with pytest.raises(ValueError, match="rank1"):
-        SpectralConfig(rank1=0)
+        SpectralConfig(rank=(3, 0))
     with pytest.raises(ValueError, match="exceeds min"):
-        spectral(panel, SpectralConfig(rank1=31))
+        spectral(KEY, panel, SpectralConfig(rank=(3, 31)))
     with pytest.raises(ValueError, match="exceeds min"):
-        spectral(panel, SpectralConfig(rank_rule="gap", k_max=30))
+        spectral(KEY, panel, SpectralConfig(rank_rule="gap", k_max=30))
 
 
 def test_estimate_entry_point(panel):
     res = estimate(KEY, panel, method="spectral")
-    direct = spectral(panel)
+    direct = spectral(KEY, panel)
     np.testing.assert_allclose(res.effects, direct.effects, atol=1e-6)
 
 
@@ -250,7 +251,7 @@ def test_randomized_svd_close_to_exact(panel):
     np.testing.assert_allclose(s[:r], want_s[:r], rtol=1e-5)
     assert_close((u[:, :r] * s[:r]) @ vt[:r], want_approx, 1e-5)
     # The estimator with the randomized SVD agrees with the exact one on a real panel.
-    exact = spectral(panel, SpectralConfig())  # compiled already by the first test
-    rand = spectral(panel, SpectralConfig(svd="randomized", power_iters=3))
+    exact = spectral(KEY, panel, SpectralConfig())  # compiled already by the first test
+    rand = spectral(KEY, panel, SpectralConfig(svd="randomized", power_iters=3))
     assert_close(rand.effects, exact.effects, 2e-2)
     assert rand.sv1.shape == (4,)

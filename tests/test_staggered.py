@@ -8,12 +8,19 @@ import numpy as np
 import pytest
 
 import codeal_jax as cj
-from codeal_jax import codeal, staggered
-from codeal_jax.covariates import fit_cells
+from codeal_jax import driver, staggered
+from codeal_jax.methods import codeal
+from codeal_jax.panel import fit_cells
 from codeal_jax.design import staggered_design
 from codeal_jax.staggered import plan_buckets, subproblem_mask
+from conftest import with_removal
 
-TINY = cj.CodealConfig(latent_dim=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=15, covariates=cj.CovariateConfig(steps=5, hidden=4))
+
+def buckets(design, max_buckets):
+    return plan_buckets(design.subproblems(), max_buckets)
+
+
+TINY = cj.CodealConfig(rank=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=15, covariates=cj.CovariateConfig(steps=5, hidden=4))
 
 
 def staggered_w(starts, t):
@@ -104,7 +111,7 @@ def test_batched_program_equals_each_subproblem_alone(key):
     d = staggered_design(panel.w)
     y_tilde = jnp.where(fit_cells(panel), panel.y, 0.0)
     mask = fit_cells(panel)
-    pred, status, info = staggered.solve(key, panel.w, y_tilde, mask, d, codeal.impute, TINY, max_buckets=2)
+    pred, status, info = staggered.solve(key, panel.w, y_tilde, mask, d, buckets(d, 2), codeal.impute, TINY)
     assert int(status) == 0 and info["loss"].shape == (6, 15)
     order = np.asarray(d.order)
     ys, ms, ps = y_tilde[order], mask[order], np.asarray(pred)[order]
@@ -135,7 +142,8 @@ def test_decoder_blocks_split_only_where_every_member_starts_at_a_rows(key, star
 
     panel = staggered_panel(starts, 9, seed=3)
     mask = fit_cells(panel)
-    staggered.solve(key, panel.w, jnp.where(mask, panel.y, 0.0), mask, staggered_design(panel.w), spy, TINY, max_buckets)
+    d = staggered_design(panel.w)
+    staggered.solve(key, panel.w, jnp.where(mask, panel.y, 0.0), mask, d, buckets(d, max_buckets), spy, TINY)
     assert seen == expected
 
 
@@ -145,9 +153,9 @@ def test_results_come_back_in_callers_unit_order(key):
     perm = np.array([6, 7, 0, 1, 4, 5, 2, 3])  # moves whole groups, keeps within-group order
     b = cj.Panel.from_arrays(np.asarray(a.y)[perm], np.asarray(a.w)[perm], np.asarray(a.x)[perm])
     ra = cj.estimate(key, a, config=TINY)
-    compiled = codeal.fit_staggered._cache_size()
+    compiled = driver.run._cache_size()
     rb = cj.estimate(key, b, config=TINY)
-    assert codeal.fit_staggered._cache_size() == compiled  # another unit order, same programme
+    assert driver.run._cache_size() == compiled  # another unit order, same programme
     assert int(ra.status) == 0 and ra.info["loss"].shape == (6, 15)
     np.testing.assert_allclose(np.asarray(rb.y0_hat), np.asarray(ra.y0_hat)[perm], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(rb.unit_att), np.asarray(ra.unit_att)[perm], rtol=1e-4, atol=1e-4)
@@ -159,8 +167,8 @@ def test_treated_outcomes_do_not_leak_in_staggered_training(key):
     a = staggered_panel(starts, 9, seed=3)
     w = np.asarray(a.w)
     b = cj.Panel.from_arrays(np.where(w, np.asarray(a.y) + 500.0, np.asarray(a.y)), w)
-    ra = cj.estimate(key, a, covariates=None, config=TINY)
-    rb = cj.estimate(key, b, covariates=None, config=TINY)
+    ra = cj.estimate(key, a, with_removal(TINY, None))
+    rb = cj.estimate(key, b, with_removal(TINY, None))
     np.testing.assert_allclose(np.asarray(ra.y0_hat)[w], np.asarray(rb.y0_hat)[w], rtol=1e-4, atol=1e-3)
 
 
@@ -172,15 +180,15 @@ def test_sub_panel_training_inputs_are_the_reference_scripts_leak(key):
     w = np.asarray(a.w)
     leaky = dataclasses.replace(TINY, train_inputs="sub_panel")
     b = cj.Panel.from_arrays(np.where(w, np.asarray(a.y) + 50.0, np.asarray(a.y)), w)
-    ra = cj.estimate(key, a, covariates=None, config=leaky)
-    rb = cj.estimate(key, b, covariates=None, config=leaky)
+    ra = cj.estimate(key, a, with_removal(leaky, None))
+    rb = cj.estimate(key, b, with_removal(leaky, None))
     assert np.max(np.abs(np.asarray(ra.y0_hat)[w] - np.asarray(rb.y0_hat)[w])) > 1e-2
 
     # Reference: subproblem by subproblem, training on the sub-panel, imputing from zero-filled inputs.
     d = staggered_design(a.w)
     mask = fit_cells(a)
     full = np.asarray(a.y)
-    pred, _, _ = staggered.solve(key, a.w, jnp.where(mask, a.y, 0.0), mask, d, codeal.impute, leaky, 2, a.y)
+    pred, _, _ = staggered.solve(key, a.w, jnp.where(mask, a.y, 0.0), mask, d, buckets(d, 2), codeal.impute, leaky, a.y)
     order = np.asarray(d.order)
     ys, ms, fs, ps = np.where(mask, full, 0.0)[order], np.asarray(mask)[order], full[order], np.asarray(pred)[order]
     for j, s in enumerate(d.subproblems()):
@@ -200,8 +208,8 @@ def test_sub_panel_training_inputs_are_the_reference_scripts_leak(key):
 def test_sub_panel_option_leaves_four_block_designs_alone(key):
     a = staggered_panel([9, 9, 9, 5, 5, 5], 9, seed=4)
     leaky = dataclasses.replace(TINY, train_inputs="sub_panel")
-    ra = cj.estimate(key, a, covariates=None, config=TINY)
-    rb = cj.estimate(key, a, covariates=None, config=leaky)
+    ra = cj.estimate(key, a, with_removal(TINY, None))
+    rb = cj.estimate(key, a, with_removal(leaky, None))
     np.testing.assert_array_equal(np.asarray(ra.y0_hat), np.asarray(rb.y0_hat))
 
 

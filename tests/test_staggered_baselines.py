@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 
 import codeal_jax as cj
-from codeal_jax import api, sim
-from codeal_jax.baselines import aemc_ne, did, mc_nnm, single_ae, vert_reg
+from codeal_jax import sim
+from codeal_jax.methods import aemc_ne, did, mc_nnm, single_ae, vert_reg
+from codeal_jax.covariates import prepare
 from codeal_jax.design import staggered_design
+from codeal_jax.result import finalize
+from conftest import with_removal
 
 N, T, R = 15, 24, 3  # 3 groups of 5 units, 3 blocks of 8 periods
 KEY = jax.random.key(3)
@@ -31,7 +34,7 @@ CONFIGS = {
     "vert_reg": vert_reg.VertRegConfig(covariates=NO_COV, max_buckets=1),
     "mc_nnm": mc_nnm.MCNNMConfig(rank=2, n_lambda=30, covariates=NO_COV, max_buckets=1),
     "single_ae": single_ae.SingleAEConfig(
-        latent_dim=2, encoder_hidden=(4,), decoder_hidden=(), steps=5, covariates=NO_COV, max_buckets=1
+        rank=2, encoder_hidden=(4,), decoder_hidden=(), steps=5, covariates=NO_COV, max_buckets=1
     ),
     "aemc_ne": aemc_ne.AEMCNEConfig(hidden=(4,), enet_hidden=(4,), steps=5, covariates=NO_COV, max_buckets=1),
 }
@@ -102,17 +105,12 @@ def stag():
     return panels, order, ys, w, mu0, jax.random.split(KEY, 2)
 
 
-def batched(fit, config):
-    """The Monte Carlo runner's programme: ``fit`` vmapped over keys and panels, compiled."""
-    return jax.jit(jax.vmap(lambda k, p: fit(k, p, config)))
-
-
 @pytest.fixture(scope="module")
 def stag_results(stag):
     """Every baseline per subproblem (the default) on the r = 3 design, with a leading replication axis.
 
     DiD, Vert-Reg and MC-NNM run both replications as the Monte Carlo runner
-    does (``api.resolve`` once, the pure fit vmapped over keys and panels);
+    does (``plan`` once, the plan vmapped over keys and panels);
     the autoencoders, whose compiles are slow, run replication 0 through
     ``estimate``.
     """
@@ -121,10 +119,9 @@ def stag_results(stag):
     out = {}
     for m, c in CONFIGS.items():
         if m in VMAPPED:
-            fit, config = api.resolve(panels[0], m, None, c)
-            out[m] = batched(fit, config)(keys, stacked)
+            out[m] = jax.jit(jax.vmap(cj.plan(panels[0], c)))(keys, stacked)
         else:
-            res = cj.estimate(keys[0], panels[0], method=m, covariates=None, config=c)
+            res = cj.estimate(keys[0], panels[0], with_removal(c, None))
             out[m] = jax.tree.map(lambda a: a[None], res)
     return out
 
@@ -171,7 +168,7 @@ def test_did_per_block_equals_four_block_formula(stag, stag_results):
     assert np.isnan(unit_att[:5]).all() and np.isfinite(unit_att[5:]).all()
     # and not the whole-panel TWFE fit, which pools all untreated cells
     whole_cfg = dataclasses.replace(CONFIGS["did"], staggered="whole")
-    whole = cj.estimate(keys[1], panels[1], method="did", covariates=None, config=whole_cfg)
+    whole = cj.estimate(keys[1], panels[1], with_removal(whole_cfg, None))
     assert np.abs(np.asarray(whole.y0_hat) - np.asarray(res.y0_hat))[np.asarray(panels[1].w, bool)].max() > 1e-2
 
 
@@ -245,7 +242,7 @@ def test_single_ae_sub_panel_training_is_the_reference_scripts_leak(stag):
     from the zero-filled ones (rtol 1e-3, atol 2e-3); so shifting the treated outcomes moves it."""
     panels, order, ys, w, mu0, keys = stag
     leaky = dataclasses.replace(CONFIGS["single_ae"], train_inputs="sub_panel")
-    res = cj.estimate(keys[0], panels[0], method="single_ae", covariates=None, config=leaky)
+    res = cj.estimate(keys[0], panels[0], with_removal(leaky, None))
     assert int(res.status) == cj.Status.OK
     got, y = np.asarray(res.y0_hat)[order], ys[0]
     k_fit = jax.random.split(keys[0])[1]
@@ -258,43 +255,50 @@ def test_single_ae_sub_panel_training_is_the_reference_scripts_leak(stag):
         np.testing.assert_allclose(target(got, s), target(np.asarray(alone), s) + mu0[0], rtol=1e-3, atol=2e-3)
     w0 = np.asarray(panels[0].w, bool)
     shifted = cj.Panel.from_arrays(np.where(w0, np.asarray(panels[0].y) + 50.0, np.asarray(panels[0].y)), w0)
-    moved = cj.estimate(keys[0], shifted, method="single_ae", covariates=None, config=leaky)
+    moved = cj.estimate(keys[0], shifted, with_removal(leaky, None))
     assert np.max(np.abs(np.asarray(moved.y0_hat)[w0] - np.asarray(res.y0_hat)[w0])) > 1e-2
     with pytest.raises(ValueError, match="SingleAEConfig.train_inputs must be one of"):
         single_ae.SingleAEConfig(train_inputs="observed")
 
 
-@pytest.mark.parametrize("method", list(MODULES))
+@pytest.mark.parametrize("method", list(CONFIGS))
 def test_four_block_all_options_equal_old_fit(method):
-    """r = 2 (one subproblem): ``fit_staggered`` equals the whole-panel ``fit`` (10% missing cells,
-    units in design order; rtol/atol 1e-5 on y0_hat of treated cells, unit_att and att), and
-    ``estimate`` runs the old ``fit`` under "whole" and under "subproblems" (Vert-Reg: its
-    cheaper one-subproblem programme)."""
+    """r = 2 (one subproblem): the one-subproblem programme equals the whole-panel one (for the
+    autoencoders, whose subproblem j is initialised from ``fold_in(key, j)``, the whole-panel
+    imputation with subproblem 0's key; 10% missing cells, units in design order; rtol/atol 1e-5 on
+    y0_hat of treated cells, unit_att and att), and the plan fits a four-block panel whole under
+    "whole" and under "subproblems" (Vert-Reg: its cheaper one-subproblem programme)."""
     panel, _ = make_panel(2, np.repeat([12, 7], [8, 6]), t=12, missing=0.1, shuffle=False)
-    module, config = MODULES[method], CONFIGS[method]
+    config = CONFIGS[method]
     for option in ("subproblems", "whole"):
-        fit, _ = api.resolve(panel, method, None, dataclasses.replace(config, staggered=option))
+        design = cj.plan(panel, dataclasses.replace(config, staggered=option)).design
         if method == "vert_reg" and option == "subproblems":
-            assert fit.func is module.fit_staggered and len(fit.keywords["design"].subproblems()) == 1
+            assert len(design.subproblems()) == 1
         else:
-            assert fit is module.fit, option
+            assert design is None, option
     treated = np.asarray(panel.w, bool)
-    old = module.fit(KEY, panel, config)
-    res = module.fit_staggered(KEY, panel, config, staggered_design(panel.w))
+    if method in ("single_ae", "aemc_ne"):  # random inits: impute the whole panel with subproblem 0's key
+        k_cov, k_fit = jax.random.split(KEY)  # as the driver splits it
+        prep = prepare(k_cov, panel, config.covariates, "blocks")
+        pred, status, _ = MODULES[method].impute(jax.random.fold_in(k_fit, 0), prep.y_tilde, prep.mask, config)
+        old = finalize(panel, pred, prep.offset, status)
+    else:  # the whole-panel programme itself
+        old = cj.Plan(config, None)(KEY, panel)
+    res = cj.Plan(config, staggered_design(panel.w))(KEY, panel)
     assert int(res.status) == int(old.status) == cj.Status.OK
     np.testing.assert_allclose(np.asarray(res.y0_hat)[treated], np.asarray(old.y0_hat)[treated], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(res.unit_att), np.asarray(old.unit_att), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(float(res.att), float(old.att), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", list(MODULES))
+@pytest.mark.parametrize("method", list(CONFIGS))
 def test_dispatch_picks_programme(method, stag):
-    """Staggered panel: "subproblems" binds the design to fit_staggered, "whole" is the old fit."""
-    module, config, panel = MODULES[method], CONFIGS[method], stag[0][0]
-    fit, _ = api.resolve(panel, method, None, config)
-    assert fit.func is module.fit_staggered and fit.keywords["design"].group_sizes == (5, 5, 5)
-    fit, _ = api.resolve(panel, method, None, dataclasses.replace(config, staggered="whole"))
-    assert fit is module.fit
+    """Staggered panel: "subproblems" plans the design's subproblems, "whole" one fit of the panel."""
+    config, panel = CONFIGS[method], stag[0][0]
+    plan = cj.plan(panel, config)
+    assert plan.design.group_sizes == (5, 5, 5) and plan.per_block and plan.centering == "controls"
+    plan = cj.plan(panel, dataclasses.replace(config, staggered="whole"))
+    assert plan.design is None and plan.centering == "blocks"
 
 
 def test_non_adoption_pattern_falls_back_to_whole_panel():
@@ -303,8 +307,7 @@ def test_non_adoption_pattern_falls_back_to_whole_panel():
     w = np.zeros((8, 6))
     w[4:, 2:4] = 1  # on, then off
     panel = cj.Panel.from_arrays(rng.normal(size=(8, 6)), w)
-    fit, _ = api.resolve(panel, "did", None, CONFIGS["did"])
-    assert fit is did.fit
+    assert cj.plan(panel, CONFIGS["did"]).design is None
 
 
 def test_did_reports_unidentified_target_period():
@@ -314,7 +317,7 @@ def test_did_reports_unidentified_target_period():
     controls = np.isin(perm, np.arange(10))  # groups 1-2 = the controls of subproblem (3, 2)
     observed[controls, 9] = False  # period 9 lies in block 2
     panel = cj.Panel.from_arrays(np.asarray(panel.y), np.asarray(panel.w), observed=observed)
-    res = cj.estimate(KEY, panel, method="did", covariates=None, config=CONFIGS["did"])
+    res = cj.estimate(KEY, panel, with_removal(CONFIGS["did"], None))
     assert int(res.status) == cj.Status.INSUFFICIENT_DATA
 
 
@@ -322,7 +325,7 @@ def test_did_reports_unidentified_target_period():
 def test_vmapped_replication_equals_estimate(method, stag, stag_results):
     """The runner's vmapped fit = ``estimate`` on one replication (rtol/atol 1e-4 on y0_hat)."""
     panels, _, _, _, _, keys = stag
-    one = cj.estimate(keys[0], panels[0], method=method, covariates=None, config=CONFIGS[method])
+    one = cj.estimate(keys[0], panels[0], with_removal(CONFIGS[method], None))
     np.testing.assert_allclose(np.asarray(stag_results[method].y0_hat[0]), np.asarray(one.y0_hat), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(stag_results[method].unit_att[0]), np.asarray(one.unit_att), rtol=1e-4, atol=1e-4)
 

@@ -1,6 +1,11 @@
-"""Simulation study: the paper's DGPs and Configs 1-4, metrics, the Monte Carlo runner."""
+"""Simulation studies: the paper's DGPs and Configs 1-4, metrics, the Monte Carlo runner.
 
-import importlib.util as _importlib_util
+Modules: ``dgp`` (paper Table 1), ``spectral_dgp`` (the spectral estimator's
+design), ``metrics``, ``paper`` (the paper's per-DGP method settings),
+``runs`` (a study's methods), ``programmes`` (compiled chunk programmes),
+``store`` (resumable records), ``results`` (tables) and ``runner``
+(:func:`run_study`).
+"""
 
 from .dgp import COVARIATES as COVARIATES
 from .dgp import DESIGNS as DESIGNS
@@ -13,21 +18,39 @@ from .dgp import draw_primitives as draw_primitives
 from .dgp import simulate as simulate
 from .dgp import treatment as treatment
 from .metrics import METRICS as METRICS
+from .metrics import evaluate as evaluate
 from .paper import paper_config as paper_config
 from .paper import paper_methods as paper_methods
-from .metrics import evaluate as evaluate
-from .runner import MethodRun as MethodRun
-from .runner import StudyResult as StudyResult
+from .results import StudyResult as StudyResult
+from .runner import load_study as load_study
 from .runner import run_study as run_study
+from .runs import MethodRun as MethodRun
+from .spectral_dgp import SpectralDGPConfig as SpectralDGPConfig
+from .spectral_dgp import SpectralTruth as SpectralTruth
+from .spectral_dgp import simulate as simulate_spectral
+from .spectral_dgp import spectral_metrics as spectral_metrics
 
-# The spectral estimator's DGP is written separately; export its public names
-# when it is present, renaming those that clash with the CoDEAL DGP's (the
-# integration pass fixes the explicit list).
-if _importlib_util.find_spec(f"{__name__}.spectral_dgp") is not None:
-    from . import spectral_dgp as spectral_dgp
-
-    for _name in ("SpectralDGPConfig", "SpectralTruth", "spectral_metrics"):
-        if hasattr(spectral_dgp, _name):
-            globals()[_name] = getattr(spectral_dgp, _name)
-    if hasattr(spectral_dgp, "simulate"):
-        simulate_spectral = spectral_dgp.simulate
+__all__ = [
+    "COVARIATES",
+    "DESIGNS",
+    "DGPConfig",
+    "FACTORS",
+    "METRICS",
+    "MethodRun",
+    "SpectralDGPConfig",
+    "SpectralTruth",
+    "StudyResult",
+    "Truth",
+    "adoption_start",
+    "config_preset",
+    "draw_primitives",
+    "evaluate",
+    "load_study",
+    "paper_config",
+    "paper_methods",
+    "run_study",
+    "simulate",
+    "simulate_spectral",
+    "spectral_metrics",
+    "treatment",
+]

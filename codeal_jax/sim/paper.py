@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..api import default_config
+from .. import registry
+from ..driver import UNSET, configure
 from .dgp import DGPConfig
 
-# The paper always gives the true factor rank K to the methods that take one.
-RANK_FIELDS = {"codeal": "latent_dim", "single_ae": "latent_dim", "mc_nnm": "rank"}
 
-
-def paper_config(method: str, dgp: DGPConfig):
+def paper_config(method: str, dgp: DGPConfig, covariates=UNSET):
     """``method``'s default config with the paper's per-DGP choices.
 
-    The latent dimension / rank is the DGP's true rank, and CoDEAL on a
-    staggered design uses the staggered script's decoders (two hidden layers).
+    The paper gives every method that takes a rank the DGP's true rank, and
+    CoDEAL on a staggered design uses the staggered script's decoders (two
+    hidden layers).
+
+    Args:
+      method: a registered method name.
+      dgp: the study's DGP.
+      covariates: optional covariate removal (``"dnn"``, the default of every
+        config, ``"linear"`` or None).
     """
-    cfg = default_config(method)
-    if method in RANK_FIELDS:
-        cfg = dataclasses.replace(cfg, **{RANK_FIELDS[method]: dgp.rank})
+    cfg = configure(method=method, covariates=covariates)
+    if registry.get(method).has_rank:
+        cfg = dataclasses.replace(cfg, rank=dgp.rank)
     if method == "codeal" and dgp.design == "staggered":
         cfg = dataclasses.replace(cfg, decoder_hidden=(64, 64))
     return cfg
 
 
-def paper_methods(methods, dgp: DGPConfig) -> list[tuple[str, object]]:
-    """``[(name, config), ...]`` for :func:`codeal_jax.sim.run_study`."""
-    return [(m, paper_config(m, dgp)) for m in methods]
+def paper_methods(methods, dgp: DGPConfig, covariates=UNSET) -> list[tuple[str, object]]:
+    """``[(name, config), ...]`` of :func:`paper_config` for :func:`codeal_jax.sim.run_study`."""
+    return [(m, paper_config(m, dgp, covariates)) for m in methods]

@@ -1,0 +1,193 @@
+"""``codeal-jax fit``: fit a method to a long-format CSV panel and write a report.
+
+The command reads one CSV (one row per unit and period; the delimiter is
+sniffed), builds the panel with :func:`codeal_jax.io.panel_from_long`, maps
+the command-line overrides onto the method's config, fits it, prints a summary
+and writes ``unit_effects.csv``, ``long.csv`` and four PNG figures into
+``--out``. It reads and writes only the paths it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .common import check_out_dir
+
+# Flags that set the config field of the same name, where the method's config has one.
+CONFIG_FLAGS = ("rank", "steps", "learning_rate", "max_groups")
+
+
+def add_parser(sub) -> None:
+    f = sub.add_parser("fit", help="fit a method to a long-format CSV panel")
+    f.add_argument("data", help="CSV file, one row per unit and period (delimiter , ; tab or |)")
+    f.add_argument("--unit", required=True, help="unit id column")
+    f.add_argument("--time", required=True, help="period column (integers or dates)")
+    f.add_argument("--outcome", required=True, help="outcome column")
+    f.add_argument("--treatment", required=True, help="binary treatment column")
+    f.add_argument("--covariates", default="", help="comma-separated covariate columns (averaged per unit)")
+    f.add_argument("--method", default="codeal", help="a registered method (default codeal)")
+    f.add_argument("--covariate-removal", default=None, choices=["dnn", "linear", "none"],
+                   help="covariate removal (default: the method's, dnn)")
+    f.add_argument("--rank", type=int, default=None, help="the method's rank K (latent size, MC-NNM rank, spectral ranks)")
+    f.add_argument("--steps", type=int, default=None, help="training steps (neural methods)")
+    f.add_argument("--learning-rate", type=float, default=None)
+    f.add_argument("--max-groups", type=int, default=None,
+                   help="staggered designs: merge adoption dates into at most this many groups")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="output directory for tables and plots")
+    f.set_defaults(run=run)
+
+
+def build_config(method: str, covariates: str | None = None, **overrides: Any):
+    """The method's default config with command-line overrides applied.
+
+    Args:
+      method: a registered method name.
+      covariates: ``--covariate-removal`` (None: the config's default).
+      **overrides: :data:`CONFIG_FLAGS` values; None means "keep the default".
+        Each sets the config field of the same name.
+
+    Returns:
+      The config (validated by its ``__post_init__``).
+
+    Raises:
+      ValueError: for an unknown method, or a flag the method has no field for.
+    """
+    from ..driver import UNSET, configure
+
+    config = configure(method=method, covariates=UNSET if covariates is None else covariates)
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for flag, value in overrides.items():
+        if flag not in CONFIG_FLAGS:
+            raise ValueError(f"unknown override {flag!r}")
+        if value is None:
+            continue
+        if flag not in fields:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} does not apply to method {method!r}: "
+                f"{type(config).__name__} has no {flag} field"
+            )
+        changes[flag] = value
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _label(v: Any) -> str:
+    return v.strftime("%Y-%m-%d") if hasattr(v, "strftime") else str(v)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "unit"
+
+
+def _effect_lines(table: pd.DataFrame, k: int = 5) -> list[str]:
+    """The k largest and k smallest unit effects (all of them if there are few)."""
+
+    def fmt(r):
+        return f"    {_label(r.unit):>14}  ATT {r.att:+.4g}  (adopts {_label(r.adoption)}, {r.treated_periods} periods)"
+
+    ranked = table.dropna(subset=["att"]).sort_values("att", ascending=False, kind="stable")
+    if len(ranked) <= 2 * k:
+        return ["  unit effects:"] + [fmt(r) for r in ranked.itertuples()]
+    lines = [f"  top {k} unit effects:"]
+    lines += [fmt(r) for r in ranked.head(k).itertuples()]
+    lines += [f"  bottom {k} unit effects:"]
+    lines += [fmt(r) for r in ranked.tail(k).iloc[::-1].itertuples()]
+    return lines
+
+
+def run(args) -> int:
+    """Runs ``codeal-jax fit`` for parsed arguments (see ``codeal-jax fit -h``).
+
+    Returns:
+      0 on success, 1 if the fit's status is NONFINITE (outputs NaN; files
+      are still written).
+
+    Raises:
+      FileNotFoundError: missing data file.
+      ValueError: bad columns or values, or a flag the method does not take.
+    """
+    method = args.method
+    config = build_config(method, args.covariate_removal, **{flag: getattr(args, flag) for flag in CONFIG_FLAGS})
+    check_out_dir(args.out)  # before the (possibly long) fit, not after it
+    covariates = [c.strip() for c in (args.covariates or "").split(",") if c.strip()]
+
+    from ..io.csv import read_long_csv
+    from ..io.longdata import panel_from_long
+
+    df = read_long_csv(args.data, args.time)
+    panel = panel_from_long(df, args.unit, args.time, args.outcome, args.treatment, covariates=covariates)
+
+    import jax
+
+    from ..design import adoption_times
+    from ..driver import plan
+    from ..io import plots
+    from ..io.tables import long_table, unit_table, with_outcomes_as_read
+    from ..result import Status
+
+    n, t = panel.shape
+    start = adoption_times(np.asarray(panel.w, bool))
+    n_treated = int((start < t).sum())
+    print(
+        f"panel: {n} units x {t} periods ({_label(panel.times[0])} .. {_label(panel.times[-1])}), "
+        f"{int(np.asarray(panel.observed).sum())} observed cells, {panel.n_covariates} covariates"
+    )
+    print(
+        f"treatment: {n_treated} treated units adopting on {len(np.unique(start[start < t]))} distinct "
+        f"periods, {n - n_treated} never treated"
+    )
+    fit = plan(panel, config)
+    if fit.per_block:
+        r = fit.design.r
+        print(f"staggered design: {r} groups -> {r * (r - 1) // 2} four-block subproblems"
+              + ("" if config.max_groups else " (use --max-groups to coarsen adoption dates)"))
+    print(f"fitting {method} on {jax.default_backend()} (the first call compiles; this can take a minute) ...",
+          flush=True)
+    t0 = time.perf_counter()
+    result = fit(jax.random.key(args.seed), panel)
+    jax.block_until_ready(result.y0_hat)
+    elapsed = time.perf_counter() - t0
+    status = Status(int(result.status))
+    print(f"done in {elapsed:.1f} s; status {status.name}")
+
+    table = unit_table(panel, result)
+    cells = int((np.asarray(panel.w) & np.asarray(panel.observed)).sum())
+    print(f"ATT {float(result.att):+.4g} over {cells} treated cells of {n_treated} treated units")
+    print("\n".join(_effect_lines(table)))
+
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    written = []
+
+    def target(name):
+        written.append(os.path.join(out, name))
+        return written[-1]
+
+    table.to_csv(target("unit_effects.csv"), index=False)
+    long = with_outcomes_as_read(long_table(panel, result), df, args.unit, args.time, args.outcome)
+    long.to_csv(target("long.csv"), index=False)
+    plots.plot_treatment(panel, target("treatment.png"))
+    plots.plot_trajectories(panel, result, agg="mean", path=target("trajectories.png"),
+                            ylabel=f"mean {args.outcome}")
+    plots.plot_unit_effects(panel, result, target("unit_effects.png"))
+    if len(table):
+        first = table.unit.iloc[0]  # the earliest adopter: the longest treated stretch
+        plots.plot_unit(panel, result, first, path=target(f"unit_{_safe(_label(first))}.png"),
+                        ylabel=args.outcome)
+    print("wrote " + ", ".join(written))
+    if status == Status.NONFINITE:
+        print("codeal-jax fit: warning: the fit diverged (non-finite outputs); try a smaller --learning-rate",
+              file=sys.stderr)
+        return 1
+    if status != Status.OK:
+        print(f"codeal-jax fit: warning: status {status.name}", file=sys.stderr)
+    return 0

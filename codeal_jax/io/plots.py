@@ -1,0 +1,346 @@
+"""Figures of a panel and a fit (matplotlib, no display needed).
+
+Every function builds a ``matplotlib.figure.Figure`` directly, without
+``pyplot``, so it works under any backend (Agg included), keeps no global
+state, and never opens a window. Pass ``path`` to also save a PNG; in a
+notebook the returned figure displays itself.
+
+* :func:`plot_treatment`: the treatment pattern, units sorted by adoption
+  (the paper's Figure 3).
+* :func:`plot_trajectories`: observed against counterfactual outcomes of the
+  treated units in aggregate (the paper's Figure 4).
+* :func:`plot_unit`: the same for one unit.
+* :func:`plot_unit_effects`: every treated unit's effect, labelled.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..design import adoption_times
+from ..panel import Panel
+
+_OBSERVED = "#1f4e79"
+_COUNTERFACTUAL = "#d35400"
+_DPI = 110
+
+
+def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    if path is not None:
+        fig.savefig(path, dpi=_DPI)
+    return fig
+
+
+def _unit_labels(panel: Panel) -> list:
+    return list(panel.units) if panel.units is not None else list(range(panel.n_units))
+
+
+def _time_axis(panel: Panel) -> tuple[np.ndarray, bool]:
+    """x values for line plots and whether they are real times (dates or numbers)."""
+    t = panel.n_periods
+    if panel.times is None:
+        return np.arange(t), True
+    times = list(panel.times)
+    try:
+        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in times):
+            return np.asarray(times, dtype=float), True
+        return np.asarray(times, dtype="datetime64[ns]"), True
+    except (TypeError, ValueError):
+        return np.arange(t), False
+
+
+def _time_ticks(ax, panel: Panel, n_ticks: int = 6) -> None:
+    """Labels an index-based x axis with (a few) period labels."""
+    t = panel.n_periods
+    pos = np.arange(0, t, max(1, -(-t // n_ticks)))  # evenly spaced, at most n_ticks
+    labels = list(panel.times) if panel.times is not None else list(range(t))
+    ax.set_xticks(pos, [_short(labels[p]) for p in pos])
+
+
+def _format_time_axis(ax, panel: Panel, real: bool) -> None:
+    """Compact date ticks for a date axis; period labels for an index axis."""
+    if not real:
+        _time_ticks(ax, panel)
+        return
+    if panel.times is not None and hasattr(panel.times[0], "strftime"):
+        locator = AutoDateLocator(minticks=3, maxticks=8)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
+def _short(label: Any) -> str:
+    if hasattr(label, "strftime"):
+        return label.strftime("%Y-%m-%d")
+    return str(label)
+
+
+def _adoption_order(panel: Panel) -> np.ndarray:
+    """Never-treated units first, then by descending adoption period (the staircase)."""
+    start = adoption_times(np.asarray(panel.w, bool))
+    return np.lexsort((np.arange(panel.n_units), -start))
+
+
+def _moving_average(v: np.ndarray, window: int | None) -> np.ndarray:
+    """Trailing moving average over the last axis, ignoring NaN (fewer points at the start)."""
+    if not window or window <= 1:
+        return v
+    finite = np.isfinite(v)
+    csum = np.cumsum(np.where(finite, v, 0.0), axis=-1)
+    ccnt = np.cumsum(finite, axis=-1)
+    shift = lambda a: np.concatenate([np.zeros_like(a[..., :window]), a[..., :-window]], axis=-1)  # noqa: E731
+    s, c = csum - shift(csum), ccnt - shift(ccnt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+
+def _unit_index(panel: Panel, unit: Any) -> int:
+    """Position of a unit given by label (preferred) or by integer index."""
+    labels = panel.units
+    if labels is not None and unit in labels:
+        return labels.index(unit)
+    if isinstance(unit, (int, np.integer)) and not isinstance(unit, bool):
+        i = int(unit)
+        if -panel.n_units <= i < panel.n_units:
+            return i % panel.n_units
+    shown = f"labels like {list(labels[:5])}" if labels is not None else f"indices 0..{panel.n_units - 1}"
+    raise ValueError(f"unit {unit!r} is not in the panel; use one of its {shown}")
+
+
+def _arrays(panel: Panel, result, transform: Callable | None):
+    """Observed outcomes (NaN where unobserved) and counterfactuals, both transformed."""
+    obs = np.asarray(panel.observed, bool)
+    y = np.where(obs, np.asarray(panel.y, np.float64), np.nan)
+    y0 = np.asarray(result.y0_hat, np.float64)
+    if transform is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            y, y0 = np.asarray(transform(y), np.float64), np.asarray(transform(y0), np.float64)
+    return y, y0, obs
+
+
+def plot_treatment(panel: Panel, path: str | os.PathLike | None = None, title: str | None = None) -> Figure:
+    """The treatment pattern, units sorted by adoption (the paper's Figure 3).
+
+    Never-treated units are on top and the earliest adopters at the bottom,
+    so a staggered design shows as a staircase. Unobserved cells are grey.
+
+    Args:
+      panel: the panel.
+      path: optional PNG file to write.
+      title: optional title (default: counts of units and adoption periods).
+
+    Returns:
+      The figure.
+    """
+    n, t = panel.shape
+    order = _adoption_order(panel)
+    w = np.asarray(panel.w, float)[order]
+    obs = np.asarray(panel.observed, bool)[order]
+    grid = np.ma.masked_array(w, mask=~obs)
+    labels = [str(u) for u in np.asarray(_unit_labels(panel), dtype=object)[order]]
+
+    fig = Figure(figsize=(8.0, min(max(3.0, 0.13 * n + 1.2), 14.0)), layout="constrained")
+    ax = fig.add_subplot()
+    cmap = ListedColormap(["#dfe8f1", "#b03a2e"]).with_extremes(bad="#9e9e9e")
+    ax.imshow(grid, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=1)
+    _time_ticks(ax, panel)
+    if n <= 80:
+        ax.set_yticks(np.arange(n), labels, fontsize=max(4.0, min(9.0, 600.0 / max(n, 1))))
+    else:
+        ax.set_ylabel("units (sorted by adoption)")
+    start = adoption_times(np.asarray(panel.w, bool))
+    n_treated = int((start < t).sum())
+    n_dates = len(np.unique(start[start < t]))
+    ax.set_title(title or f"Treatment: {n_treated} of {n} units adopt, on {n_dates} distinct periods")
+    handles = [Patch(color="#dfe8f1", label="untreated"), Patch(color="#b03a2e", label="treated")]
+    if not obs.all():
+        handles.append(Patch(color="#9e9e9e", label="not observed"))
+    ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.9)
+    return _finish(fig, path)
+
+
+def _finish_trajectory(fig, ax, panel: Panel, real, log_y: bool, ylabel: str, path):
+    """Axis scale, time ticks, label, legend and grid shared by the trajectory plots; saves."""
+    if log_y:
+        ax.set_yscale("log")
+    _format_time_axis(ax, panel, real)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_trajectories(
+    panel: Panel,
+    result,
+    agg: str = "mean",
+    transform: Callable | None = None,
+    moving_average: int | None = None,
+    path: str | os.PathLike | None = None,
+    log_y: bool = False,
+    ylabel: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Observed against counterfactual outcomes of the treated units, aggregated (Figure 4).
+
+    For every period, the ever-treated units' observed outcomes and their
+    untreated outcomes ``y0_hat`` are aggregated over the same (observed)
+    cells, so the gap between the lines is the aggregated effect. Before a
+    unit adopts, its ``y0_hat`` equals its outcome, so the lines meet there.
+
+    Args:
+      panel: the panel.
+      result: its ``Result``.
+      agg: ``"mean"`` or ``"sum"`` over the treated units.
+      transform: optional element-wise back-transform applied before
+        aggregating, e.g. ``lambda v: 10 ** v`` to sum counts modelled in
+        log10.
+      moving_average: optional trailing window (periods) applied after
+        aggregating (the paper uses 14 days).
+      path: optional PNG file to write.
+      log_y: logarithmic y axis.
+      ylabel, title: optional axis label and title.
+
+    Returns:
+      The figure.
+    """
+    if agg not in ("mean", "sum"):
+        raise ValueError(f"agg must be 'mean' or 'sum', got {agg!r}")
+    w = np.asarray(panel.w, bool)
+    treated = w.any(axis=1)
+    y, y0, obs = _arrays(panel, result, transform)
+    cells = obs[treated]
+    ys, y0s = np.where(cells, y[treated], np.nan), np.where(cells, y0[treated], np.nan)
+    count = cells.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if agg == "sum":
+            a, a0 = np.nansum(ys, axis=0), np.nansum(y0s, axis=0)
+        else:
+            a, a0 = np.nansum(ys, axis=0) / count, np.nansum(y0s, axis=0) / count
+    a, a0 = np.where(count > 0, a, np.nan), np.where(count > 0, a0, np.nan)
+    a, a0 = _moving_average(a, moving_average), _moving_average(a0, moving_average)
+
+    x, real = _time_axis(panel)
+    fig = Figure(figsize=(8.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(x, a, color=_OBSERVED, lw=1.8, label="observed")
+    ax.plot(x, a0, color=_COUNTERFACTUAL, lw=1.8, ls="--", label="counterfactual (untreated)")
+    start = adoption_times(w)
+    if treated.any():
+        first = int(start[treated].min())
+        ax.axvspan(x[first], x[-1], color="#f2f2f2", zorder=0)
+        for s in np.unique(start[treated]):  # a rug of adoption periods
+            ax.axvline(x[s], ymin=0.0, ymax=0.04, color="#7f7f7f", lw=1.0)
+    smooth = f", {moving_average}-period moving average" if moving_average and moving_average > 1 else ""
+    ax.set_title(title or f"{int(treated.sum())} treated units: {agg} over units{smooth}")
+    return _finish_trajectory(fig, ax, panel, real, log_y, ylabel or f"{agg} outcome", path)
+
+
+def plot_unit(
+    panel: Panel,
+    result,
+    unit: Any,
+    transform: Callable | None = None,
+    moving_average: int | None = None,
+    path: str | os.PathLike | None = None,
+    log_y: bool = False,
+    ylabel: str | None = None,
+) -> Figure:
+    """Observed against counterfactual outcome for one unit.
+
+    Args:
+      panel: the panel.
+      result: its ``Result``.
+      unit: a unit label (looked up in ``panel.units`` first) or an integer
+        index.
+      transform: optional element-wise back-transform (see
+        :func:`plot_trajectories`).
+      moving_average: optional trailing window.
+      path: optional PNG file to write.
+      log_y: logarithmic y axis.
+      ylabel: optional axis label.
+
+    Returns:
+      The figure.
+
+    Raises:
+      ValueError: if the unit is neither a label nor a valid index.
+    """
+    i = _unit_index(panel, unit)
+    y, y0, obs = _arrays(panel, result, transform)
+    yi = _moving_average(np.where(obs[i], y[i], np.nan), moving_average)
+    y0i = _moving_average(y0[i], moving_average)
+    x, real = _time_axis(panel)
+    label = _unit_labels(panel)[i]
+    w = np.asarray(panel.w, bool)[i]
+    att = float(np.asarray(result.unit_att)[i])
+
+    fig = Figure(figsize=(8.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(x, yi, color=_OBSERVED, lw=1.8, label="observed")
+    ax.plot(x, y0i, color=_COUNTERFACTUAL, lw=1.8, ls="--", label="counterfactual (untreated)")
+    if w.any():
+        s = int(np.argmax(w))
+        ax.axvspan(x[s], x[-1], color="#f2f2f2", zorder=0, label="treated")
+        when = _short(panel.times[s]) if panel.times is not None else s
+        ax.set_title(f"unit {label}: adopts at {when}, ATT {att:.4g}")
+    else:
+        ax.set_title(f"unit {label}: never treated")
+    return _finish_trajectory(fig, ax, panel, real, log_y, ylabel or "outcome", path)
+
+
+def plot_unit_effects(
+    panel: Panel,
+    result,
+    path: str | os.PathLike | None = None,
+    sort: str = "att",
+    xlabel: str | None = None,
+) -> Figure:
+    """Every treated unit's average effect on the treated, as labelled bars.
+
+    Args:
+      panel: the panel.
+      result: its ``Result``.
+      path: optional PNG file to write.
+      sort: ``"att"`` (largest effect on top) or ``"adoption"`` (earliest
+        adopter on top).
+      xlabel: optional axis label.
+
+    Returns:
+      The figure, with the overall ATT as a dashed line.
+    """
+    if sort not in ("att", "adoption"):
+        raise ValueError(f"sort must be 'att' or 'adoption', got {sort!r}")
+    w = np.asarray(panel.w, bool)
+    start = adoption_times(w)
+    att = np.asarray(result.unit_att, np.float64)
+    idx = np.nonzero(w.any(axis=1))[0]
+    if sort == "att":
+        idx = idx[np.argsort(np.nan_to_num(att[idx], nan=-np.inf), kind="stable")]
+    else:
+        idx = idx[np.lexsort((idx, -start[idx]))]
+    labels = [str(_unit_labels(panel)[i]) for i in idx]
+    m = len(idx)
+
+    fig = Figure(figsize=(6.5, min(max(2.5, 0.17 * m + 1.2), 14.0)), layout="constrained")
+    ax = fig.add_subplot()
+    vals = att[idx]
+    colors = np.where(vals >= 0, "#b03a2e", "#1f4e79")
+    ax.barh(np.arange(m), np.nan_to_num(vals), color=colors, height=0.75)
+    ax.set_yticks(np.arange(m), labels, fontsize=max(4.0, min(9.0, 500.0 / max(m, 1))))
+    ax.axvline(0.0, color="black", lw=0.8)
+    overall = float(np.asarray(result.att))
+    if np.isfinite(overall):
+        ax.axvline(overall, color="#555555", lw=1.2, ls="--", label=f"overall ATT {overall:.4g}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(-0.7, m - 0.3)
+    ax.set_xlabel(xlabel or "average effect on the treated")
+    ax.set_title(f"Unit effects ({m} treated units)")
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
