@@ -1,10 +1,11 @@
 """codeal_jax: fast heterogeneous treatment effects on panels by causal matrix completion.
 
 Layers, each importing only from those before it (``docs/architecture.md``):
-``runtime``; data (``panel``, ``design``, ``result``); numerics (``checks``,
-``nets``, ``train``, ``linalg``, ``memory``); the driver (``covariates``,
+``runtime``; data (``panel``, ``design``, ``result``, ``estimands``); numerics
+(``checks``, ``nets``, ``train``, ``linalg``, ``memory``, ``batching``); the driver (``covariates``,
 ``staggered``, ``contract``, ``registry``, ``driver``); the methods
-(``methods/``); studies (``sim/``); I/O (``io/``); the command line (``cli/``).
+(``methods/``); inference (``inference/``); studies (``sim/``); I/O (``io/``);
+the command line (``cli/``).
 This module re-exports the public names.
 """
 
@@ -18,6 +19,11 @@ from .driver import Plan as Plan
 from .driver import default_config as default_config
 from .driver import estimate as estimate
 from .driver import plan as plan
+from .estimands import Effects as Effects
+from .inference import Inference as Inference
+from .inference import PretrendTest as PretrendTest
+from .inference import infer as infer
+from .inference import pretrend_test as pretrend_test
 from .io.longdata import panel_from_long as panel_from_long
 from .io.longdata import panel_to_long as panel_to_long
 from .methods.aemc_ne import AEMCNEConfig as AEMCNEConfig
@@ -44,12 +50,15 @@ __all__ = [
     "CodealConfig",
     "CovariateConfig",
     "DiDConfig",
+    "Effects",
     "ImputationConfig",
+    "Inference",
     "MCNNMConfig",
     "Method",
     "MethodConfig",
     "Panel",
     "Plan",
+    "PretrendTest",
     "Result",
     "SingleAEConfig",
     "SpectralConfig",
@@ -60,10 +69,12 @@ __all__ = [
     "difference_in_means",
     "effects",
     "estimate",
+    "infer",
     "methods",
     "panel_from_long",
     "panel_to_long",
     "plan",
+    "pretrend_test",
     "register",
     "spectral",
     "tune_cpu",

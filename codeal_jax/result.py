@@ -43,6 +43,10 @@ class Result:
       att: () average effect over all observed treated cells.
       status: () int32 ``Status`` code.
       info: method-specific diagnostics (losses, ranks, lambda, singular values).
+      y0_fit: (N, T) the model's own untreated outcomes: ``y0_hat``, except on
+        the observed untreated cells of treated units, where it holds the
+        model's fit instead of the observed value, so that ``y - y0_fit``
+        there shows the pre-treatment fit (None where a method has none).
     """
 
     y0_hat: jax.Array
@@ -50,6 +54,7 @@ class Result:
     att: jax.Array
     status: jax.Array
     info: dict[str, Any] = struct.field(default_factory=dict)
+    y0_fit: jax.Array | None = None
 
 
 def effects_on_treated(panel: Panel, y0_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -83,7 +88,9 @@ def finalize(
 
     Args:
       panel: the data.
-      pred: (N, T) imputed untreated outcomes on the adjusted scale.
+      pred: (N, T) imputed untreated outcomes on the adjusted scale: the
+        imputation on treated and unobserved cells, the model's fit on the
+        treated units' observed untreated cells (``y0_fit``).
       offset: (N, T) or scalar to add back (centring constant + covariate effects).
       status: the method's own status code.
       info: diagnostics to carry.
@@ -96,10 +103,13 @@ def finalize(
       poisons a batch silently.
     """
     keep = fit_cells(panel)
-    y0_hat = jnp.where(keep, panel.y, pred + offset)
+    model = pred + offset
+    y0_hat = jnp.where(keep, panel.y, model)
     status = jnp.asarray(status, jnp.int32)
     finite = jnp.all(jnp.isfinite(y0_hat)) & (status != Status.NONFINITE)
     status = jnp.where(finite, status, jnp.int32(Status.NONFINITE))
     y0_hat = jnp.where(finite, y0_hat, jnp.where(keep, panel.y, jnp.nan))
+    pre_fit = keep & jnp.any(panel.w, axis=1, keepdims=True)  # treated units' observed untreated cells
+    y0_fit = jnp.where(pre_fit, jnp.where(finite, model, jnp.nan), y0_hat)
     unit_att, att = effects_on_treated(panel, y0_hat)
-    return Result(y0_hat=y0_hat, unit_att=unit_att, att=att, status=status, info=info or {})
+    return Result(y0_hat=y0_hat, unit_att=unit_att, att=att, status=status, info=info or {}, y0_fit=y0_fit)

@@ -127,6 +127,23 @@ def subproblem_mask(sub: Subproblem, rows: int, cols: int) -> np.ndarray:
     return sub_panel(sub, rows, cols) & ~d_region
 
 
+def fitted_cells(sub: Subproblem, r: int) -> tuple[slice, slice]:
+    """The cells beyond its target block whose fit a subproblem reports (sorted units).
+
+    A treated group's pre-periods are fitted by the subproblem of its first
+    treated block (``eta0 = r + 2 - xi0``); for the earliest group (xi0 = 2,
+    eta0 = r) that subproblem spans all periods, and its whole sub-panel, the
+    never-treated units' rows included, is reported. They give the
+    pre-treatment fit (``Result.y0_fit``) and the model's imputation of
+    unobserved untreated cells; other subproblems report only their targets.
+    """
+    if sub.xi0 == 2:
+        return slice(0, sub.rows), slice(0, sub.cols)
+    if sub.eta0 == r + 2 - sub.xi0:
+        return slice(sub.target_row0, sub.rows), slice(0, sub.target_col0)
+    return slice(0, 0), slice(0, 0)
+
+
 def solve(
     key: jax.Array,
     w: jax.Array,
@@ -156,9 +173,10 @@ def solve(
         reference script does. None: training inputs are zero-filled.
 
     Returns:
-      ``(pred, status, info)``: (N, T) imputations on every treated block (0
-      elsewhere) in the caller's unit order, the worst status, and per-subproblem
-      diagnostics stacked in subproblem order under ``info``.
+      ``(pred, status, info)``: (N, T) imputations on every treated block and
+      the fits of :func:`fitted_cells` (0 elsewhere) in the caller's unit
+      order, the worst status, and per-subproblem diagnostics stacked in
+      subproblem order under ``info``.
     """
     order = sort_order(w)
     ys = y_tilde[order]
@@ -194,6 +212,8 @@ def solve(
         out, st, info = jax.vmap(one)((keys, masks, ctrl, *extra))
         for pos, j in enumerate(bucket.members):
             s = subs[j]
+            rows, cols = fitted_cells(s, design.r)
+            pred = pred.at[rows, cols].set(out[pos, rows, cols])
             pred = pred.at[s.target_row0 : s.rows, s.target_col0 : s.cols].set(
                 out[pos, s.target_row0 : s.rows, s.target_col0 : s.cols]
             )

@@ -181,9 +181,36 @@ def test_cli_fit_reads_other_delimiters_and_writes_values_as_read(tmp_path, caps
         assert len(value.replace("-", "").replace(".", "").lstrip("0").split("e")[0]) <= 9, value
 
 
+def test_cli_fit_with_inference_writes_intervals(tmp_path, capsys):
+    """--inference placebo: unit intervals in unit_effects.csv, the summary, period and event-time tables, the plot."""
+    data = tmp_path / "panel.csv"
+    df = _table(n=12)
+    df = pd.concat([df, _table(seed=1, n=5, drop=()).assign(unit=lambda d: d["unit"] + "c", d=0)])  # 10 never treated
+    df.to_csv(data, index=False)
+    out = tmp_path / "report"
+    rc = cli.main(["fit", str(data), "--unit", "unit", "--time", "day", "--outcome", "y", "--treatment", "d",
+                   "--method", "did", "--inference", "placebo", "--draws", "20", "--level", "0.9", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "90% interval [" in text and "(placebo, 20 draws)" in text
+    units = pd.read_csv(out / "unit_effects.csv")
+    assert {"se", "ci_low", "ci_high"} <= set(units.columns)
+    assert (units["ci_low"] < units["att"]).all() and (units["att"] < units["ci_high"]).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["procedure"].item() == "placebo" and summary["draws"].item() == 20
+    assert summary["ci_low"].item() < summary["att"].item() < summary["ci_high"].item()
+    events = pd.read_csv(out / "event_time.csv")
+    assert events["event_time"].min() < 0 <= events["event_time"].max()
+    assert len(pd.read_csv(out / "periods.csv")) == 5  # periods with treated cells: days 6-10
+    assert _is_png(out / "event_study.png")
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
+        (["--treatment", "d", "--draws", "5"], "--draws needs --inference"),
+        (["--treatment", "d", "--inference", "bootstrap", "--level", "1.5"], r"--level must lie in (0, 1)"),
+        (["--treatment", "d", "--inference", "jackknife", "--draws", "5"], "one draw per unit"),
         (["--treatment", "nope"], "columns ['nope'] are not in the table"),
         (["--treatment", "d", "--method", "did", "--rank", "2"], "--rank does not apply to method 'did'"),
         (["--treatment", "d", "--method", "magic"], "unknown method 'magic'"),

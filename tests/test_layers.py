@@ -14,10 +14,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "codeal_jax"
 # Lowest first; a module's layer is that of its first name below codeal_jax.
 LAYERS = (
     ("runtime", {"runtime"}),  # process settings (XLA flags, host devices): imports nothing of ours
-    ("data", {"panel", "design", "result"}),
-    ("numerics", {"checks", "nets", "train", "linalg", "memory"}),
+    ("data", {"panel", "design", "result", "estimands"}),
+    ("numerics", {"checks", "nets", "train", "linalg", "memory", "batching"}),
     ("driver", {"covariates", "staggered", "contract", "registry", "driver"}),
     ("methods", {"methods"}),
+    ("inference", {"inference"}),
     ("studies", {"sim"}),
     ("io", {"io"}),
     ("cli", {"cli"}),

@@ -382,3 +382,21 @@ def test_metrics_vmap(batch):
         for name, value in want.items():
             np.testing.assert_allclose(float(batched[name][j]), value, rtol=1e-5, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(batched["unit_att_mae"], 1.0, rtol=1e-5)
+
+
+def test_serially_correlated_and_heteroskedastic_noise():
+    """noise_ar: stationary AR(1) with SD noise_sd; noise_unit_spread: log-normal unit scales."""
+    base = dict(n_units=3000, n_periods=12, n_covariates=0, covariate="none")
+    _, truth = simulate(jax.random.PRNGKey(0), DGPConfig(**base, noise_ar=0.7))
+    e = np.asarray(truth.y0 - truth.signal, np.float64)
+    se = 0.5 * 0.5 / np.sqrt(3000) * 4  # 4 standard errors of an SD estimate of 0.5 (roughly)
+    assert np.abs(e.std(axis=0) - 0.5).max() < se
+    lag1 = np.mean([np.corrcoef(e[:, s], e[:, s + 1])[0, 1] for s in range(11)])
+    lag2 = np.mean([np.corrcoef(e[:, s], e[:, s + 2])[0, 1] for s in range(10)])
+    assert abs(lag1 - 0.7) < 0.02 and abs(lag2 - 0.49) < 0.03
+    long = dict(base, n_units=2000, n_periods=400)  # 400 periods: each unit's SD is known to about 3.5%
+    _, truth = simulate(jax.random.PRNGKey(0), DGPConfig(**long, noise_unit_spread=0.5))
+    q = np.log(np.asarray(truth.y0 - truth.signal, np.float64).std(axis=1) / 0.5)  # about N(0, 0.5^2)
+    assert abs(np.median(q)) < 0.04 and 0.47 < q.std() < 0.53
+    with pytest.raises(ValueError, match="noise_ar must lie in"):
+        DGPConfig(**base, noise_ar=1.0)

@@ -41,6 +41,13 @@ def add_parser(sub) -> None:
     f.add_argument("--learning-rate", type=float, default=None)
     f.add_argument("--max-groups", type=int, default=None,
                    help="staggered designs: merge adoption dates into at most this many groups")
+    f.add_argument("--inference", default=None, choices=["bootstrap", "jackknife", "placebo", "conformal"],
+                   help="standard errors and intervals: unit bootstrap within cohorts, leave-one-unit-out "
+                        "jackknife, placebo (treated adoption given to controls), or conformal (placebo "
+                        "calibration; per-unit intervals from few refits)")
+    f.add_argument("--draws", type=int, default=None,
+                   help="resampling draws (default 200; conformal 39; the jackknife has one per unit)")
+    f.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="output directory for tables and plots")
     f.set_defaults(run=run)
@@ -92,7 +99,9 @@ def _effect_lines(table: pd.DataFrame, k: int = 5) -> list[str]:
     """The k largest and k smallest unit effects (all of them if there are few)."""
 
     def fmt(r):
-        return f"    {_label(r.unit):>14}  ATT {r.att:+.4g}  (adopts {_label(r.adoption)}, {r.treated_periods} periods)"
+        band = f" [{r.ci_low:+.4g}, {r.ci_high:+.4g}]" if np.isfinite(getattr(r, "ci_low", np.nan)) else ""
+        return (f"    {_label(r.unit):>14}  ATT {r.att:+.4g}{band}  (adopts {_label(r.adoption)}, "
+                f"{r.treated_periods} periods)")
 
     ranked = table.dropna(subset=["att"]).sort_values("att", ascending=False, kind="stable")
     if len(ranked) <= 2 * k:
@@ -118,6 +127,10 @@ def run(args) -> int:
     method = args.method
     config = build_config(method, args.covariate_removal, **{flag: getattr(args, flag) for flag in CONFIG_FLAGS})
     check_out_dir(args.out)  # before the (possibly long) fit, not after it
+    if args.inference is None and args.draws is not None:
+        raise ValueError("--draws needs --inference")
+    if not 0 < args.level < 1:
+        raise ValueError(f"--level must lie in (0, 1), got {args.level}")
     covariates = [c.strip() for c in (args.covariates or "").split(",") if c.strip()]
 
     from ..io.csv import read_long_csv
@@ -131,7 +144,8 @@ def run(args) -> int:
     from ..design import adoption_times
     from ..driver import plan
     from ..io import plots
-    from ..io.tables import long_table, unit_table, with_outcomes_as_read
+    from ..inference import infer
+    from ..io.tables import inference_tables, long_table, unit_table, with_outcomes_as_read
     from ..result import Status
 
     n, t = panel.shape
@@ -153,15 +167,26 @@ def run(args) -> int:
     print(f"fitting {method} on {jax.default_backend()} (the first call compiles; this can take a minute) ...",
           flush=True)
     t0 = time.perf_counter()
-    result = fit(jax.random.key(args.seed), panel)
-    jax.block_until_ready(result.y0_hat)
+    key = jax.random.key(args.seed)
+    inference = None
+    if args.inference is None:
+        result = fit(key, panel)
+        jax.block_until_ready(result.y0_hat)
+    else:
+        inference = infer(key, panel, config, procedure=args.inference, draws=args.draws, level=args.level,
+                          progress=True)
+        result = inference.result
     elapsed = time.perf_counter() - t0
     status = Status(int(result.status))
     print(f"done in {elapsed:.1f} s; status {status.name}")
 
-    table = unit_table(panel, result)
+    table = unit_table(panel, result, inference=inference)
     cells = int((np.asarray(panel.w) & np.asarray(panel.observed)).sum())
     print(f"ATT {float(result.att):+.4g} over {cells} treated cells of {n_treated} treated units")
+    if inference is not None:
+        failed = f", {inference.n_failed} failed draws left out" if inference.n_failed else ""
+        print(f"  {inference.level:.0%} interval [{float(inference.ci_low.att):+.4g}, {float(inference.ci_high.att):+.4g}], "
+              f"SE {float(inference.se.att):.4g} ({inference.procedure}, {inference.n_draws} draws{failed})")
     print("\n".join(_effect_lines(table)))
 
     out = args.out
@@ -178,11 +203,15 @@ def run(args) -> int:
     plots.plot_treatment(panel, target("treatment.png"))
     plots.plot_trajectories(panel, result, agg="mean", path=target("trajectories.png"),
                             ylabel=f"mean {args.outcome}")
-    plots.plot_unit_effects(panel, result, target("unit_effects.png"))
+    plots.plot_unit_effects(panel, result, target("unit_effects.png"), inference=inference)
     if len(table):
         first = table.unit.iloc[0]  # the earliest adopter: the longest treated stretch
         plots.plot_unit(panel, result, first, path=target(f"unit_{_safe(_label(first))}.png"),
-                        ylabel=args.outcome)
+                        ylabel=args.outcome, inference=inference)
+    if inference is not None:
+        for name, frame in inference_tables(panel, inference).items():
+            frame.to_csv(target(f"{name}.csv"), index=False)
+        plots.plot_event_study(inference, target("event_study.png"), ylabel=f"effect on {args.outcome}")
     print("wrote " + ", ".join(written))
     if status == Status.NONFINITE:
         print("codeal-jax fit: warning: the fit diverged (non-finite outputs); try a smaller --learning-rate",

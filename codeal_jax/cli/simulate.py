@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     s.add_argument("--groups", type=int, default=None, help="staggered Configs 3-4: number of adoption groups r")
     s.add_argument("--periods", type=int, default=None, help="override T (e.g. 200 for the code's Config 3)")
     s.add_argument("--units", type=int, default=None, help="override N (small studies, tests)")
+    s.add_argument("--controls", type=int, default=None,
+                   help="four-block Configs 1-2: never-treated units (default: half of N)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--codeal-train-inputs", default="zero_filled", choices=["zero_filled", "sub_panel"],
                    help="staggered Configs 3-4: CoDEAL's encoder input in training: zero outside the loss "
@@ -30,6 +32,14 @@ def add_parser(sub) -> None:
     s.add_argument("--devices", type=int, default=None,
                    help="shard replications over N devices (on a CPU, N host devices are created)")
     s.add_argument("--out", default=None, help="directory for per-chunk CSVs, settings and the summary (resumable)")
+    s.add_argument("--inference", default=None, choices=["bootstrap", "jackknife", "placebo", "conformal"],
+                   help="measure the coverage of this procedure's intervals instead of the accuracy table")
+    s.add_argument("--draws", type=int, default=None, help="--inference: resampling draws per replication")
+    s.add_argument("--level", type=float, default=0.95, help="--inference: nominal coverage (default 0.95)")
+    s.add_argument("--noise-ar", type=float, default=0.0, help="AR(1) coefficient of the noise over time (default 0)")
+    s.add_argument("--noise-unit-spread", type=float, default=0.0,
+                   help="heteroskedastic units: noise SD noise_sd * exp(spread * N(0, 1)) per unit (default 0)")
+    s.add_argument("--tau-sd", type=float, default=None, help="SD of the unit effects (the paper: 5)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=run)
 
@@ -52,11 +62,38 @@ def with_train_inputs(runs, train_inputs: str):
             for name, cfg in runs]
 
 
+def _coverage(args, dgp, runs) -> int:
+    """``--inference``: one coverage study per method, a table of coverage and widths."""
+    import jax
+    import pandas as pd
+
+    from .. import sim
+
+    rows = {}
+    for name, config in runs:
+        res = sim.coverage_study(jax.random.key(args.seed), dgp, config, args.reps, procedure=args.inference,
+                                 draws=args.draws, level=args.level, chunk_size=args.chunk_size or 64,
+                                 progress=not args.quiet)
+        rows[name] = {**res.summary(), "draws": res.draws, "seconds": round(res.elapsed, 1)}
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            res.data.to_csv(os.path.join(args.out, f"coverage_{name}.csv"), index=False)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    title = (f"Coverage of {args.level:.0%} intervals ({args.inference}), Config {args.config}, factor={args.factor}, "
+             f"covariate={args.covariate}, noise_ar={args.noise_ar}, noise_unit_spread={args.noise_unit_spread}, "
+             f"reps={args.reps}; Monte Carlo SE beside each coverage")
+    print(title)
+    print(markdown(table.round(4)))
+    if args.out:
+        table.to_csv(os.path.join(args.out, "coverage.csv"))
+    return 0
+
+
 def run(args) -> int:
     """Runs the study of the parsed arguments, prints its table and writes the summary to ``--out``."""
     # Cheap argument checks first: before JAX starts or anything compiles.
     for flag, value in (("--reps", args.reps), ("--chunk-size", args.chunk_size), ("--devices", args.devices),
-                        ("--units", args.units), ("--periods", args.periods)):
+                        ("--units", args.units), ("--periods", args.periods), ("--controls", args.controls)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     check_out_dir(args.out)
@@ -68,7 +105,10 @@ def run(args) -> int:
 
     from .. import sim
 
-    overrides = {"factor": args.factor, "covariate": args.covariate}
+    overrides = {"factor": args.factor, "covariate": args.covariate, "noise_ar": args.noise_ar,
+                 "noise_unit_spread": args.noise_unit_spread}
+    if args.tau_sd is not None:
+        overrides["tau_sd"] = args.tau_sd
     if args.groups is not None:
         overrides["n_groups"] = args.groups
     if args.periods is not None:
@@ -77,6 +117,10 @@ def run(args) -> int:
         overrides["n_units"] = args.units
     if args.config in (1, 2) and (args.units is not None or args.periods is not None):
         overrides.update(n_control=None, t_pre=None)  # half the units, half the periods
+    if args.controls is not None:
+        if args.config not in (1, 2):
+            raise ValueError("--controls applies to the four-block Configs 1-2")
+        overrides["n_control"] = args.controls
     dgp = sim.config_preset(args.config, **overrides)
     devices = None
     if args.devices:
@@ -86,6 +130,8 @@ def run(args) -> int:
         devices = available[: args.devices]
     removal = None if args.covariate_removal == "none" else args.covariate_removal
     runs = with_train_inputs(sim.paper_methods(names, dgp, covariates=removal), args.codeal_train_inputs)
+    if args.inference is not None:
+        return _coverage(args, dgp, runs)
     result = sim.run_study(jax.random.key(args.seed), dgp, runs, args.reps, chunk_size=args.chunk_size,
                            devices=devices, out_dir=args.out, progress=not args.quiet)
     table = result.table(("cf_mae", "cf_mse", "unit_att_mae"))

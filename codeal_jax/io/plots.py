@@ -9,8 +9,13 @@ notebook the returned figure displays itself.
   (the paper's Figure 3).
 * :func:`plot_trajectories`: observed against counterfactual outcomes of the
   treated units in aggregate (the paper's Figure 4).
-* :func:`plot_unit`: the same for one unit.
-* :func:`plot_unit_effects`: every treated unit's effect, labelled.
+* :func:`plot_unit`: the same for one unit, with its interval band when
+  given an :class:`~codeal_jax.inference.Inference`.
+* :func:`plot_unit_effects`: every treated unit's effect, labelled (with intervals).
+* :func:`plot_event_study`: effects by period relative to adoption, with their band.
+
+The counterfactual lines are the model's own untreated outcomes
+(``Result.y0_fit``): before adoption they show the pre-treatment fit.
 """
 
 from __future__ import annotations
@@ -113,11 +118,17 @@ def _unit_index(panel: Panel, unit: Any) -> int:
     raise ValueError(f"unit {unit!r} is not in the panel; use one of its {shown}")
 
 
+def _counterfactual(result) -> np.ndarray:
+    """The model's untreated outcomes: its fit before adoption (``y0_fit``), its imputation after."""
+    y0 = result.y0_hat if result.y0_fit is None else result.y0_fit
+    return np.asarray(y0, np.float64)
+
+
 def _arrays(panel: Panel, result, transform: Callable | None):
     """Observed outcomes (NaN where unobserved) and counterfactuals, both transformed."""
     obs = np.asarray(panel.observed, bool)
     y = np.where(obs, np.asarray(panel.y, np.float64), np.nan)
-    y0 = np.asarray(result.y0_hat, np.float64)
+    y0 = _counterfactual(result)
     if transform is not None:
         with np.errstate(over="ignore", invalid="ignore"):
             y, y0 = np.asarray(transform(y), np.float64), np.asarray(transform(y0), np.float64)
@@ -190,9 +201,9 @@ def plot_trajectories(
     """Observed against counterfactual outcomes of the treated units, aggregated (Figure 4).
 
     For every period, the ever-treated units' observed outcomes and their
-    untreated outcomes ``y0_hat`` are aggregated over the same (observed)
-    cells, so the gap between the lines is the aggregated effect. Before a
-    unit adopts, its ``y0_hat`` equals its outcome, so the lines meet there.
+    untreated outcomes are aggregated over the same (observed) cells, so the
+    gap between the lines is the aggregated effect after adoption and the
+    pre-treatment fit (``y0_fit``) before.
 
     Args:
       panel: the panel.
@@ -251,8 +262,9 @@ def plot_unit(
     path: str | os.PathLike | None = None,
     log_y: bool = False,
     ylabel: str | None = None,
+    inference=None,
 ) -> Figure:
-    """Observed against counterfactual outcome for one unit.
+    """Observed against counterfactual outcome for one unit: its pre-treatment fit, then the imputation.
 
     Args:
       panel: the panel.
@@ -265,6 +277,9 @@ def plot_unit(
       path: optional PNG file to write.
       log_y: logarithmic y axis.
       ylabel: optional axis label.
+      inference: optional :class:`~codeal_jax.inference.Inference` of the
+        same fit; its cell intervals (placebo, conformal) shade a band around
+        the counterfactual after adoption (without moving average).
 
     Returns:
       The figure.
@@ -284,7 +299,15 @@ def plot_unit(
     fig = Figure(figsize=(8.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(x, yi, color=_OBSERVED, lw=1.8, label="observed")
-    ax.plot(x, y0i, color=_COUNTERFACTUAL, lw=1.8, ls="--", label="counterfactual (untreated)")
+    ax.plot(x, y0i, color=_COUNTERFACTUAL, lw=1.8, ls="--", label="counterfactual (fit before adoption)")
+    if inference is not None and np.isfinite(inference.ci_low.cell[i]).any():
+        raw = np.where(obs[i], np.asarray(panel.y, np.float64)[i], np.nan)
+        lo, hi = raw - inference.ci_high.cell[i], raw - inference.ci_low.cell[i]
+        if transform is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                lo, hi = np.asarray(transform(lo), np.float64), np.asarray(transform(hi), np.float64)
+        ax.fill_between(x, lo, hi, color=_COUNTERFACTUAL, alpha=0.2, lw=0,
+                        label=f"{inference.level:.0%} interval ({inference.procedure})")
     if w.any():
         s = int(np.argmax(w))
         ax.axvspan(x[s], x[-1], color="#f2f2f2", zorder=0, label="treated")
@@ -301,6 +324,7 @@ def plot_unit_effects(
     path: str | os.PathLike | None = None,
     sort: str = "att",
     xlabel: str | None = None,
+    inference=None,
 ) -> Figure:
     """Every treated unit's average effect on the treated, as labelled bars.
 
@@ -311,6 +335,8 @@ def plot_unit_effects(
       sort: ``"att"`` (largest effect on top) or ``"adoption"`` (earliest
         adopter on top).
       xlabel: optional axis label.
+      inference: optional :class:`~codeal_jax.inference.Inference`; its
+        per-unit intervals (placebo, conformal) become error bars.
 
     Returns:
       The figure, with the overall ATT as a dashed line.
@@ -333,6 +359,10 @@ def plot_unit_effects(
     vals = att[idx]
     colors = np.where(vals >= 0, "#b03a2e", "#1f4e79")
     ax.barh(np.arange(m), np.nan_to_num(vals), color=colors, height=0.75)
+    if inference is not None and np.isfinite(inference.ci_low.unit_att[idx]).any():
+        err = np.stack([vals - inference.ci_low.unit_att[idx], inference.ci_high.unit_att[idx] - vals])
+        ax.errorbar(np.nan_to_num(vals), np.arange(m), xerr=np.nan_to_num(err), fmt="none", ecolor="#333333",
+                    elinewidth=0.8, capsize=1.5, label=f"{inference.level:.0%} interval")
     ax.set_yticks(np.arange(m), labels, fontsize=max(4.0, min(9.0, 500.0 / max(m, 1))))
     ax.axvline(0.0, color="black", lw=0.8)
     overall = float(np.asarray(result.att))
@@ -343,4 +373,48 @@ def plot_unit_effects(
     ax.set_xlabel(xlabel or "average effect on the treated")
     ax.set_title(f"Unit effects ({m} treated units)")
     ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_event_study(
+    inference,
+    path: str | os.PathLike | None = None,
+    window: tuple[int, int] | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Effects by period relative to adoption with their interval band (pre-periods: residuals of the fit).
+
+    Args:
+      inference: an :class:`~codeal_jax.inference.Inference`.
+      path: optional PNG file to write.
+      window: optional ``(first, last)`` event times to show (default: every
+        event time with an estimate).
+      ylabel, title: optional labels.
+
+    Returns:
+      The figure: point estimates, the band, zero and the adoption line.
+    """
+    e = np.asarray(inference.event_times)
+    est = np.asarray(inference.estimate.event_att, np.float64)
+    lo, hi = np.asarray(inference.ci_low.event_att), np.asarray(inference.ci_high.event_att)
+    keep = np.isfinite(est)
+    if window is not None:
+        keep &= (e >= window[0]) & (e <= window[1])
+    fig = Figure(figsize=(8.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.axvline(-0.5, color="#7f7f7f", lw=1.0, ls=":")
+    band = keep & np.isfinite(lo) & np.isfinite(hi)
+    ax.fill_between(e[band], lo[band], hi[band], color=_COUNTERFACTUAL, alpha=0.2, lw=0, step="mid",
+                    label=f"{inference.level:.0%} interval ({inference.procedure}, {inference.n_draws} draws)")
+    pre, post = keep & (e < 0), keep & (e >= 0)
+    ax.plot(e[pre], est[pre], "o", color="#7f7f7f", ms=3.5, label="before adoption (fit residuals)")
+    ax.plot(e[post], est[post], "o-", color=_OBSERVED, ms=3.5, lw=1.2, label="effect")
+    ax.set_xlabel("periods relative to adoption")
+    ax.set_ylabel(ylabel or "average effect")
+    ax.set_title(title or f"Event study: ATT {float(inference.estimate.att):.4g} "
+                          f"[{float(inference.ci_low.att):.4g}, {float(inference.ci_high.att):.4g}]")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
     return _finish(fig, path)

@@ -26,7 +26,15 @@ def _labels(panel: Panel) -> tuple[list, list]:
     return units, times
 
 
-def unit_table(panel: Panel, result, include_controls: bool = False) -> pd.DataFrame:
+def _labels_column(labels: list) -> pd.Series | pd.api.extensions.ExtensionArray:
+    """Period labels with gaps (None): integers stay integers (nullable), dates dates."""
+    known = [v for v in labels if v is not None]
+    if known and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in known):
+        return pd.array(labels, dtype="Int64")
+    return pd.Series(labels)
+
+
+def unit_table(panel: Panel, result, include_controls: bool = False, inference=None) -> pd.DataFrame:
     """Per-unit effects on the treated, sorted by adoption period.
 
     Args:
@@ -34,6 +42,9 @@ def unit_table(panel: Panel, result, include_controls: bool = False) -> pd.DataF
       result: a ``Result`` (``y0_hat`` (N, T), ``unit_att`` (N,)).
       include_controls: also list never-treated units (after the treated
         ones, with empty adoption and NaN effects).
+      inference: optional :class:`~codeal_jax.inference.Inference` of the
+        fit: adds ``se``, ``ci_low`` and ``ci_high`` (NaN for procedures
+        without per-unit intervals: bootstrap, jackknife).
 
     Returns:
       DataFrame with columns ``unit``, ``adoption`` (label of the first
@@ -58,13 +69,16 @@ def unit_table(panel: Panel, result, include_controls: bool = False) -> pd.DataF
     table = pd.DataFrame(
         {
             "unit": units,
-            "adoption": [times[s] if s < t else None for s in start],
+            "adoption": _labels_column([times[s] if s < t else None for s in start]),
             "treated_periods": n_cells.astype(int),
             "att": np.asarray(result.unit_att, np.float32),
             "y_mean": y_mean,
             "y0_hat_mean": y0_mean,
         }
     )
+    if inference is not None:
+        for name, part in (("se", inference.se), ("ci_low", inference.ci_low), ("ci_high", inference.ci_high)):
+            table[name] = np.asarray(part.unit_att, np.float32)
     table["_start"] = start
     table["_order"] = np.arange(len(units))
     if not include_controls:
@@ -92,6 +106,51 @@ def long_table(panel: Panel, result, include_unobserved: bool = True) -> pd.Data
     out = panel_to_long(panel, result, treatment="treated", include_unobserved=include_unobserved)
     cols = ["unit", "time", "outcome", "y0_hat", "effect", "treated"] + (["observed"] if include_unobserved else [])
     return out[cols]
+
+
+def inference_tables(panel: Panel, inference) -> dict[str, pd.DataFrame]:
+    """The overall, per-period and event-time effects of an inference, with their intervals.
+
+    Args:
+      panel: the panel the inference was fitted on.
+      inference: its :class:`~codeal_jax.inference.Inference`.
+
+    Returns:
+      ``{"summary": ..., "periods": ..., "event_time": ...}``: the summary has
+      one row (``att``, ``se``, ``ci_low``, ``ci_high``, ``level``,
+      ``procedure``, ``draws``, ``failed_draws``, ``treated_cells``); the
+      per-period table one row per period with treated cells (``time``,
+      ``att``, ``se``, ``ci_low``, ``ci_high``, ``treated_cells``); the
+      event-time table one row per event time with cells (``event_time``,
+      ``att``, ... , ``cells``; negative event times are pre-treatment fit residuals).
+    """
+    _, times = _labels(panel)
+    w = np.asarray(panel.w, bool)
+    obs = np.asarray(panel.observed, bool)
+    t = panel.n_periods
+    columns = {"att": inference.estimate, "se": inference.se, "ci_low": inference.ci_low, "ci_high": inference.ci_high}
+
+    def stats(field: str, keep) -> dict[str, np.ndarray]:
+        """The four columns of one estimand (an Effects field), rows ``keep``."""
+        return {name: np.asarray(getattr(part, field), np.float32)[keep] for name, part in columns.items()}
+
+    summary = pd.DataFrame({
+        **{k: [v] for k, v in stats("att", ()).items()},
+        "level": [inference.level], "procedure": [inference.procedure], "draws": [inference.n_draws],
+        "failed_draws": [inference.n_failed], "treated_cells": [int((w & obs).sum())],
+    })
+    cells_t = (w & obs).sum(axis=0)
+    per = cells_t > 0
+    periods = pd.DataFrame({"time": [times[s] for s in np.flatnonzero(per)], **stats("period_att", per),
+                            "treated_cells": cells_t[per]})
+    start = adoption_times(w)
+    ever = start < t
+    e = np.arange(t)[None, :] - start[:, None]
+    counted = obs & ever[:, None] & (w | (e < 0))
+    counts = np.bincount((e + t - 1)[counted], minlength=2 * t - 1)
+    has = counts > 0
+    events = pd.DataFrame({"event_time": inference.event_times[has], **stats("event_att", has), "cells": counts[has]})
+    return {"summary": summary, "periods": periods, "event_time": events}
 
 
 def with_outcomes_as_read(table: pd.DataFrame, df: pd.DataFrame, unit: str, time: str, outcome: str) -> pd.DataFrame:

@@ -207,6 +207,8 @@ class SpectralResult:
         SVD, the needed ones with the randomized SVD).
       sv0: (K,) the same for Y~(0).
       unit_ok: (N,) bool, units with at least ``min_periods`` in both arms.
+      y0_fit: (N, T) ``y0_hat`` with A_hat(0) on the treated units' observed
+        untreated cells too (their pre-treatment fit).
     """
 
     y0_hat: jax.Array
@@ -223,6 +225,7 @@ class SpectralResult:
     sv1: jax.Array
     sv0: jax.Array
     unit_ok: jax.Array
+    y0_fit: jax.Array | None = None
 
 
 def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -438,6 +441,7 @@ def fit(key: jax.Array, panel: Panel, config: SpectralConfig = SpectralConfig())
         sv1=sv1,
         sv0=sv0,
         unit_ok=unit_ok,
+        y0_fit=base.y0_fit,
     )
 
 

@@ -3,10 +3,12 @@
 Modules: ``dgp`` (paper Table 1), ``spectral_dgp`` (the spectral estimator's
 design), ``metrics``, ``paper`` (the paper's per-DGP method settings),
 ``runs`` (a study's methods), ``programmes`` (compiled chunk programmes),
-``store`` (resumable records), ``results`` (tables) and ``runner``
-(:func:`run_study`).
+``store`` (resumable records), ``results`` (tables), ``runner``
+(:func:`run_study`) and ``coverage`` (:func:`coverage_study` of inference procedures).
 """
 
+from .coverage import CoverageResult as CoverageResult
+from .coverage import coverage_study as coverage_study
 from .dgp import COVARIATES as COVARIATES
 from .dgp import DESIGNS as DESIGNS
 from .dgp import FACTORS as FACTORS
@@ -32,6 +34,7 @@ from .spectral_dgp import spectral_metrics as spectral_metrics
 
 __all__ = [
     "COVARIATES",
+    "CoverageResult",
     "DESIGNS",
     "DGPConfig",
     "FACTORS",
@@ -43,6 +46,7 @@ __all__ = [
     "Truth",
     "adoption_start",
     "config_preset",
+    "coverage_study",
     "draw_primitives",
     "evaluate",
     "load_study",

@@ -81,6 +81,12 @@ class DGPConfig:
       tau_seed: seed of the fixed tau vector.
       polynomial_quadratic: quadratic term of the polynomial factor generator:
         ``"code"`` (Lambda_i'F_t)^2 (default) or ``"paper"`` F_t'F_t.
+      noise_ar: AR(1) coefficient of each unit's noise over time, in (-1, 1)
+        (0: independent, the paper's); the noise stays stationary with SD
+        ``noise_sd``. For checking inference under serial correlation.
+      noise_unit_spread: heteroskedastic units: unit i's noise SD is
+        ``noise_sd * exp(noise_unit_spread * s_i)`` with s_i standard normal
+        (0: homoskedastic, the paper's).
     """
 
     n_units: int
@@ -99,6 +105,8 @@ class DGPConfig:
     fixed_tau: bool = False
     tau_seed: int = 42
     polynomial_quadratic: str = "code"
+    noise_ar: float = 0.0
+    noise_unit_spread: float = 0.0
 
     def __post_init__(self):
         n, t = self.n_units, self.n_periods
@@ -119,6 +127,10 @@ class DGPConfig:
             raise ValueError(f"covariate={self.covariate!r} needs n_covariates >= 1")
         if not self.noise_sd >= 0 or not self.tau_sd >= 0:
             raise ValueError(f"noise_sd and tau_sd must be >= 0, got {self.noise_sd}, {self.tau_sd}")
+        if not -1 < self.noise_ar < 1:
+            raise ValueError(f"DGPConfig.noise_ar must lie in (-1, 1), got {self.noise_ar}")
+        if not self.noise_unit_spread >= 0:
+            raise ValueError(f"DGPConfig.noise_unit_spread must be >= 0, got {self.noise_unit_spread}")
         if self.design == "four_block":
             if not 1 <= self.n1 < n:
                 raise ValueError(f"n_control (N1) must be in [1, N-1] = [1, {n - 1}], got {self.n1}")
@@ -209,6 +221,8 @@ def primitive_shapes(config: DGPConfig) -> dict[str, tuple[int, ...]]:
     elif cov == "relu":
         h = COVARIATE_MLP_WIDTH
         shapes.update(r1=(t, p, h), r1b=(t, h), r2=(t, h), r2b=(t,))
+    if config.noise_unit_spread > 0:  # last, so that the other draws do not move
+        shapes["noise_scale_z"] = (n,)
     return shapes
 
 
@@ -299,12 +313,30 @@ def covariate_effect(prims: dict[str, jax.Array], config: DGPConfig) -> jax.Arra
     return jnp.log(jnp.abs(z + b))
 
 
+def noise(prims: dict[str, jax.Array], config: DGPConfig) -> jax.Array:
+    """(N, T) idiosyncratic noise: i.i.d. N(0, noise_sd^2) by default; AR(1) over time and
+    unit-specific scales with ``noise_ar`` and ``noise_unit_spread``."""
+    z = prims["noise_z"]
+    rho = config.noise_ar
+    if rho:
+        # e_0 = z_0, e_t = rho e_{t-1} + sqrt(1 - rho^2) z_t: stationary, unit variance.
+        t = z.shape[1]
+        lag = np.arange(t)[:, None] - np.arange(t)[None, :]
+        weights = np.where(lag >= 0, rho ** np.maximum(lag, 0), 0.0) * np.sqrt(1 - rho**2)
+        weights[:, 0] = np.where(lag[:, 0] >= 0, rho ** lag[:, 0], 0.0)
+        z = jnp.matmul(z, jnp.asarray(weights.T, z.dtype), precision=_HI)
+    scale = config.noise_sd
+    if config.noise_unit_spread > 0:
+        scale = scale * jnp.exp(config.noise_unit_spread * prims["noise_scale_z"])[:, None]
+    return scale * z
+
+
 def outcomes(prims: dict[str, jax.Array], config: DGPConfig) -> tuple[Panel, Truth]:
     """Maps one replication's primitives to the observed panel and the truth."""
     phi = factor_effect(prims, config)
     g = covariate_effect(prims, config)
     signal = phi + g
-    y0 = signal + config.noise_sd * prims["noise_z"]
+    y0 = signal + noise(prims, config)
     tau = config.tau_mean + config.tau_sd * prims["tau_z"]
     w = jnp.asarray(treatment(config))
     y = y0 + tau[:, None] * w

@@ -16,8 +16,8 @@ import functools
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..batching import shardings
 from ..driver import plan
 from ..panel import Panel
 from .dgp import DGPConfig, draw_primitives, outcomes, treatment
@@ -43,12 +43,6 @@ class Structure:
         n, t = self.n_units, self.n_periods
         w = np.unpackbits(np.frombuffer(self.treatment, np.uint8), count=n * t).reshape(n, t).astype(bool)
         return Panel.from_arrays(np.zeros((n, t)), w, np.zeros((n, self.n_covariates)))
-
-
-def shardings(devices: tuple) -> tuple[NamedSharding, NamedSharding]:
-    """``(split along replications, replicated)`` over a one-axis mesh of ``devices``."""
-    mesh = Mesh(np.asarray(devices), ("reps",))
-    return NamedSharding(mesh, PartitionSpec("reps")), NamedSharding(mesh, PartitionSpec())
 
 
 @functools.lru_cache(maxsize=64)
