@@ -4,7 +4,7 @@ Layers, each importing only from those before it (``docs/architecture.md``):
 ``runtime``; data (``panel``, ``design``, ``result``, ``estimands``); numerics
 (``checks``, ``nets``, ``train``, ``linalg``, ``memory``, ``batching``); the driver (``covariates``,
 ``staggered``, ``contract``, ``registry``, ``driver``); the methods
-(``methods/``); inference (``inference/``); studies (``sim/``); I/O (``io/``);
+(``methods/``); tuning (``tuning/``); inference (``inference/``); studies (``sim/``); I/O (``io/``);
 the command line (``cli/``).
 This module re-exports the public names.
 """
@@ -43,7 +43,11 @@ from .registry import register as register
 from .registry import unregister as unregister
 from .result import Result as Result
 from .result import Status as Status
+from .runtime import enable_compilation_cache as enable_compilation_cache
 from .runtime import tune_cpu as tune_cpu
+from .tuning import Tuning as Tuning
+from .tuning import cv_folds as cv_folds
+from .tuning import tune as tune
 
 __all__ = [
     "AEMCNEConfig",
@@ -64,10 +68,13 @@ __all__ = [
     "SpectralConfig",
     "SpectralResult",
     "Status",
+    "Tuning",
     "VertRegConfig",
+    "cv_folds",
     "default_config",
     "difference_in_means",
     "effects",
+    "enable_compilation_cache",
     "estimate",
     "infer",
     "methods",
@@ -77,6 +84,7 @@ __all__ = [
     "pretrend_test",
     "register",
     "spectral",
+    "tune",
     "tune_cpu",
     "unregister",
 ]

@@ -1,10 +1,16 @@
-"""Process-wide XLA:CPU settings: tuned flags, and host devices to shard over.
+"""Process-wide settings: tuned XLA:CPU flags, host devices to shard over, the compilation cache.
 
 XLA reads ``XLA_FLAGS`` once, when JAX creates its CPU backend, and aborts the
 process on a flag it does not know. So the tuned flags are applied only for
 jaxlib versions they were measured on, only before the backend exists, and
 never over a value the user set. The command-line tools and the benchmark
 scripts call :func:`tune_cpu` first; library users may do the same.
+
+Compiling dominates a single fit (a staggered CoDEAL programme compiles for
+tens of seconds and fits in a few), so the command-line tools, the examples
+and the reproduction scripts keep compiled programmes in JAX's persistent
+cache (:func:`enable_compilation_cache`): a second run on a panel of the same
+shape loads them instead of compiling again.
 
 Measured on a 2-core AMD EPYC (AVX2), jaxlib 0.10.2, side by side in one run
 (``docs/performance.md``): with XLA's YNNPACK fusions off,
@@ -106,3 +112,68 @@ def force_host_devices(n: int | None, environ=None) -> bool:
         return False
     environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
     return True
+
+
+# Programmes that compile faster than this are not worth a file in the cache.
+CACHE_MIN_COMPILE_SECS = 0.5
+
+
+def cache_dir(environ=None) -> str | None:
+    """Where compiled programmes are kept, or None when the cache is turned off.
+
+    ``CODEAL_JAX_CACHE=0`` turns it off; ``CODEAL_JAX_CACHE_DIR`` moves it;
+    otherwise it is ``$XDG_CACHE_HOME/codeal_jax/xla`` (``~/.cache/codeal_jax/xla``).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("CODEAL_JAX_CACHE", "1") == "0":
+        return None
+    if path := environ.get("CODEAL_JAX_CACHE_DIR"):
+        return path
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "codeal_jax", "xla")
+
+
+def enable_compilation_cache(path: str | None = None, environ=None, announce: bool = False) -> str | None:
+    """Turns on JAX's persistent compilation cache for this process.
+
+    A directory the user gave JAX itself (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config``) is kept. Programmes that compile in under
+    :data:`CACHE_MIN_COMPILE_SECS` are not stored, unless
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise. Entries are
+    keyed by the programme, the jaxlib version and the XLA flags, so a changed
+    flag or a new jaxlib compiles afresh; deleting the directory is always safe.
+
+    Args:
+      path: the directory (default :func:`cache_dir`).
+      environ: the environment to read (default ``os.environ``).
+      announce: say on stderr which directory is in use.
+
+    Returns:
+      The directory in use, or None when the cache is off.
+    """
+    import jax
+
+    environ = os.environ if environ is None else environ
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        path = current
+        if announce:
+            import sys
+
+            print(f"compilation cache: {path} (set by JAX_COMPILATION_CACHE_DIR)", file=sys.stderr)
+        return path
+    path = path or cache_dir(environ)
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:  # a read-only home: run without the cache rather than fail
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECS)
+    if announce:
+        import sys
+
+        print(f"compilation cache: {path} (CODEAL_JAX_CACHE=0 or --no-cache to turn off)", file=sys.stderr)
+    return path

@@ -143,6 +143,7 @@ def main(argv=None) -> int:
     import codeal_jax as cj
     from codeal_jax.io import plots, tables
 
+    cj.enable_compilation_cache(announce=True)  # a second run loads the compiled fits
     treat, raw, in_effect, what = POLICIES[args.policy]
     df = pd.read_csv(path, parse_dates=["date"])
     print(CREDIT)

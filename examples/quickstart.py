@@ -19,6 +19,7 @@ def main(argv=None):
     ap.add_argument("--full", action="store_true", help="Config 2 sizes instead of the small default")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    cj.enable_compilation_cache(announce=True)  # a second run loads the compiled fit
 
     sizes = {} if args.full else {"n_units": 100, "n_periods": 60, "n_control": 50, "t_pre": 30}
     dgp = sim.config_preset(2, factor="linear", covariate="matrix_linear", **sizes)

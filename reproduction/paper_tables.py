@@ -469,9 +469,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from codeal_jax import tune_cpu
+    from codeal_jax import enable_compilation_cache, tune_cpu
 
     tune_cpu()  # measured CPU compiler settings, before JAX starts its backend
+    enable_compilation_cache(announce=True)  # staggered programmes compile once across runs
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     command = " ".join([*COMMAND, *map(shlex.quote, argv)])

@@ -221,9 +221,10 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
-    from codeal_jax import tune_cpu
+    from codeal_jax import enable_compilation_cache, tune_cpu
 
     tune_cpu()
+    enable_compilation_cache(announce=True)
     t0 = time.perf_counter()
     frame = run(args)
     publish(markdown(frame, args, time.perf_counter() - t0), frame, args.out)

@@ -1,7 +1,13 @@
 """Shared fixtures: small panels and reproducible keys."""
 
 import dataclasses
+import os
 import zlib
+
+# The command-line tools keep compiled programmes in a user cache; tests that call them in this
+# process (or in subprocesses that inherit this environment) must not write there.
+# tests/test_cache.py turns it on for its own subprocesses, in a temporary directory.
+os.environ["CODEAL_JAX_CACHE"] = "0"
 
 import jax
 import numpy as np

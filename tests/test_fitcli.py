@@ -127,6 +127,9 @@ def test_build_config_maps_flags():
     with pytest.raises(ValueError, match="--max-groups does not apply to method 'spectral'"):
         build_config("spectral", max_groups=3)
     assert build_config("did", covariates="linear").covariates.method == "linear"
+    assert build_config("did", staggered="whole").staggered == "whole"
+    with pytest.raises(ValueError, match="--staggered does not apply to method 'spectral'"):
+        build_config("spectral", staggered="whole")
     with pytest.raises(ValueError, match="no covariate stage"):
         build_config("spectral", covariates="dnn")
     with pytest.raises(ValueError, match="steps must be >= 1"):
@@ -144,6 +147,7 @@ def test_cli_fit_end_to_end(tmp_path, capsys):
     assert rc == 0, text
     assert "panel: 12 units x 10 periods (2021-01-01 .. 2021-01-10), 117 observed cells, 2 covariates" in text
     assert "fitting codeal" in text and "done in" in text and "status OK" in text and "ATT" in text
+    assert "staggered design: 2 adoption dates merged into one group (--max-groups): one four-block fit" in text
     units = pd.read_csv(out / "unit_effects.csv")
     assert units["unit"].tolist() == ["u05", "u06", "u07", "u08", "u09", "u10", "u11"]
     assert units["adoption"].tolist() == ["2021-01-06"] * 4 + ["2021-01-08"] * 3
@@ -165,8 +169,10 @@ def test_cli_fit_reads_other_delimiters_and_writes_values_as_read(tmp_path, caps
     data.write_text(text)
     out = tmp_path / "report"
     rc = cli.main(["fit", str(data), "--unit", "unit", "--time", "day", "--outcome", "y", "--treatment", "d",
-                   "--method", "did", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
+                   "--method", "did", "--staggered", "whole", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "staggered design: one fit of all untreated cells (--staggered whole)" in captured.out
     long_text = (out / "long.csv").read_text()
     long = pd.read_csv(out / "long.csv")
     observed = long[long["observed"]]
@@ -232,3 +238,28 @@ def test_cli_missing_file_exit_2(tmp_path, capsys):
                    "--treatment", "w", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "absent.csv" in err and "not found" in err
+
+
+def test_cli_fit_tune_writes_the_cv_curve(tmp_path, capsys):
+    data = tmp_path / "panel.csv"
+    _table().to_csv(data, index=False)
+    out = tmp_path / "report"
+    rc = cli.main(["fit", str(data), "--unit", "unit", "--time", "day", "--outcome", "y", "--treatment", "d",
+                   "--method", "mc_nnm", "--tune", "lam=0.001,10", "--folds", "3", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    cv = pd.read_csv(out / "cv.csv")
+    assert cv["lam"].tolist() == [0.001, 10.0] and cv["chosen"].sum() == 1
+    best = cv.loc[cv["chosen"], "lam"].item()
+    assert best == cv.loc[cv["cv_mse"].idxmin(), "lam"] and f"chosen: lam={best:g}" in text
+
+
+def test_cli_fit_rejects_a_malformed_tune(tmp_path, capsys):
+    data = tmp_path / "panel.csv"
+    _table().to_csv(data, index=False)
+    args = ["fit", str(data), "--unit", "unit", "--time", "day", "--outcome", "y", "--treatment", "d",
+            "--out", str(tmp_path / "o")]
+    assert cli.main(args + ["--tune", "rank"]) == 2
+    assert "write FIELD=V1,V2" in capsys.readouterr().err
+    assert cli.main(args + ["--method", "did", "--tune", "rank=1,2"]) == 2
+    assert "DiDConfig has no field 'rank' to tune" in capsys.readouterr().err

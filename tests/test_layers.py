@@ -18,6 +18,7 @@ LAYERS = (
     ("numerics", {"checks", "nets", "train", "linalg", "memory", "batching"}),
     ("driver", {"covariates", "staggered", "contract", "registry", "driver"}),
     ("methods", {"methods"}),
+    ("tuning", {"tuning"}),
     ("inference", {"inference"}),
     ("studies", {"sim"}),
     ("io", {"io"}),

@@ -16,7 +16,7 @@ import sys
 
 from ..runtime import tune_cpu
 from . import fit, simulate
-from .common import Parser
+from .common import Parser, start_cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_cpu()  # before the first computation creates JAX's backend
     try:
+        start_cache(args)
         return args.run(args)
     except (ValueError, KeyError, OSError) as e:
         # An OSError raised by the OS has args (errno, text); str() then carries the path too.

@@ -13,6 +13,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} -h')\n")
 
 
+def add_cache_options(p: argparse.ArgumentParser) -> None:
+    """``--cache-dir`` and ``--no-cache``: where compiled programmes are kept between runs."""
+    p.add_argument("--cache-dir", default=None,
+                   help="keep compiled programmes here (default $CODEAL_JAX_CACHE_DIR or ~/.cache/codeal_jax/xla)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compile afresh and keep nothing (also CODEAL_JAX_CACHE=0)")
+
+
+def start_cache(args) -> None:
+    """Turns on the compilation cache the options ask for and says so on stderr (before any compile)."""
+    from ..runtime import enable_compilation_cache
+
+    if not args.no_cache:
+        enable_compilation_cache(args.cache_dir, announce=True)
+
+
 def check_out_dir(path: str | None) -> None:
     """Refuses an ``--out`` that exists but is not a directory (before any work is done)."""
     if path is not None and os.path.exists(path) and not os.path.isdir(path):

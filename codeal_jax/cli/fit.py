@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .common import check_out_dir
+from .common import add_cache_options, check_out_dir
 
 # Flags that set the config field of the same name, where the method's config has one.
-CONFIG_FLAGS = ("rank", "steps", "learning_rate", "max_groups")
+CONFIG_FLAGS = ("rank", "steps", "learning_rate", "max_groups", "staggered")
 
 
 def add_parser(sub) -> None:
@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     f.add_argument("--learning-rate", type=float, default=None)
     f.add_argument("--max-groups", type=int, default=None,
                    help="staggered designs: merge adoption dates into at most this many groups")
+    f.add_argument("--staggered", default=None, choices=["subproblems", "whole"],
+                   help="staggered designs: one fit per treated block, as the paper (default), or one fit "
+                        "of all untreated cells (the imputation estimator of DiD peers)")
     f.add_argument("--inference", default=None, choices=["bootstrap", "jackknife", "placebo", "conformal"],
                    help="standard errors and intervals: unit bootstrap within cohorts, leave-one-unit-out "
                         "jackknife, placebo (treated adoption given to controls), or conformal (placebo "
@@ -48,8 +51,17 @@ def add_parser(sub) -> None:
     f.add_argument("--draws", type=int, default=None,
                    help="resampling draws (default 200; conformal 39; the jackknife has one per unit)")
     f.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
+    f.add_argument("--tune", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="choose a config field by cross-validation on held-out untreated cells, e.g. "
+                        "--tune rank=1,2,3,4 (repeat for a grid over several fields); writes cv.csv")
+    f.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    f.add_argument("--holdout", default="blocks", choices=["blocks", "cells"],
+                   help="held-out cells: the last untreated periods of each fold's units (default) or random cells")
+    f.add_argument("--cv-rule", default="min", choices=["min", "1se"],
+                   help="lowest CV error, or the first grid value within one SE of it (default min)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="output directory for tables and plots")
+    add_cache_options(f)
     f.set_defaults(run=run)
 
 
@@ -85,6 +97,28 @@ def build_config(method: str, covariates: str | None = None, **overrides: Any):
             )
         changes[flag] = value
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def _value(text: str) -> Any:
+    """A grid value as typed: an int, else a float, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_grid(specs: list[str]) -> dict[str, list]:
+    """``["rank=1,2,3", "steps=50,100"]`` -> ``{"rank": [1, 2, 3], "steps": [50, 100]}``."""
+    grid = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        items = [_value(v.strip()) for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not items:
+            raise ValueError(f"--tune {spec!r}: write FIELD=V1,V2,... (e.g. rank=1,2,3,4)")
+        grid[name.strip().replace("-", "_")] = items
+    return grid
 
 
 def _label(v: Any) -> str:
@@ -127,6 +161,7 @@ def run(args) -> int:
     method = args.method
     config = build_config(method, args.covariate_removal, **{flag: getattr(args, flag) for flag in CONFIG_FLAGS})
     check_out_dir(args.out)  # before the (possibly long) fit, not after it
+    parse_grid(args.tune)  # a malformed --tune fails before the data are read
     if args.inference is None and args.draws is not None:
         raise ValueError("--draws needs --inference")
     if not 0 < args.level < 1:
@@ -159,11 +194,29 @@ def run(args) -> int:
         f"treatment: {n_treated} treated units adopting on {len(np.unique(start[start < t]))} distinct "
         f"periods, {n - n_treated} never treated"
     )
+    grid = parse_grid(args.tune)
+    tuning = None
+    if grid:
+        from ..tuning import tune
+
+        print(f"cross-validating {', '.join(f'{k} in {v}' for k, v in grid.items())} "
+              f"({args.folds} folds, {args.holdout} held out, rule {args.cv_rule}) ...", flush=True)
+        tuning = tune(jax.random.fold_in(jax.random.key(args.seed), 7), panel, config, grid, folds=args.folds,
+                      holdout=args.holdout, rule=args.cv_rule)
+        config = tuning.config
+        print(tuning.table().to_string(index=False))
+        print("chosen: " + ", ".join(f"{k}={v}" for k, v in tuning.grid[tuning.chosen].items()))
     fit = plan(panel, config)
+    dates = len(np.unique(start[start < t]))
     if fit.per_block:
         r = fit.design.r
-        print(f"staggered design: {r} groups -> {r * (r - 1) // 2} four-block subproblems"
-              + ("" if config.max_groups else " (use --max-groups to coarsen adoption dates)"))
+        print(f"staggered design: {r} groups -> {r * (r - 1) // 2} four-block subproblems, one fit each as in "
+              f"the paper (--staggered whole: one fit of all untreated cells)"
+              + ("" if config.max_groups else "; --max-groups coarsens adoption dates"))
+    elif dates > 1 and getattr(config, "staggered", None) == "whole":
+        print("staggered design: one fit of all untreated cells (--staggered whole)")
+    elif dates > 1 and fit.design is not None:
+        print(f"staggered design: {dates} adoption dates merged into one group (--max-groups): one four-block fit")
     print(f"fitting {method} on {jax.default_backend()} (the first call compiles; this can take a minute) ...",
           flush=True)
     t0 = time.perf_counter()
@@ -198,6 +251,8 @@ def run(args) -> int:
         return written[-1]
 
     table.to_csv(target("unit_effects.csv"), index=False)
+    if tuning is not None:
+        tuning.table().to_csv(target("cv.csv"), index=False)
     long = with_outcomes_as_read(long_table(panel, result), df, args.unit, args.time, args.outcome)
     long.to_csv(target("long.csv"), index=False)
     plots.plot_treatment(panel, target("treatment.png"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .common import check_out_dir, markdown
+from .common import add_cache_options, check_out_dir, markdown
 
 FACTORS = ("linear", "sine", "polynomial", "relu_mlp")
 COVARIATES = ("none", "matrix_linear", "vector_linear", "tanh", "poly", "log", "relu")
@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
                    help="heteroskedastic units: noise SD noise_sd * exp(spread * N(0, 1)) per unit (default 0)")
     s.add_argument("--tau-sd", type=float, default=None, help="SD of the unit effects (the paper: 5)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cache_options(s)
     s.set_defaults(run=run)
 
 

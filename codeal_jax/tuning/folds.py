@@ -1,0 +1,133 @@
+"""Cross-validation folds: held-out untreated cells shaped like what a method imputes.
+
+A fold is a boolean (N, T) holdout (cells scored) and a (N, T) training mask
+(observed untreated cells that are neither held out nor in the donut). Only
+observed untreated cells are ever held out, so no fold sees a treated cell.
+
+Two shapes:
+
+- ``"blocks"`` (default): units are split into K folds, treated and
+  never-treated units separately so every fold holds both; fold k holds out
+  the last ``horizon`` untreated periods of its units (a treated unit at most
+  half of its pre-periods). This is what imputation asks of a model: a unit's
+  late periods from its own earlier periods and the other units' same periods.
+- ``"cells"``: the observed untreated cells are split at random into K folds
+  (missing-at-random imputation, fect's ``cv.method = "all_units"``).
+
+``donut`` removes the ``donut`` periods next to each held-out cell of the same
+unit from training without scoring them, so that serially correlated errors do
+not leak the held-out value into the fit.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from ..design import adoption_times
+from ..panel import Panel
+
+HOLDOUTS = ("blocks", "cells")
+
+
+def _split(rng: np.random.Generator, items: np.ndarray, k: int) -> list[np.ndarray]:
+    """``items`` shuffled and dealt into k nearly equal parts."""
+    return np.array_split(rng.permutation(items), k)
+
+
+def _donut(holdout: np.ndarray, width: int) -> np.ndarray:
+    """Cells within ``width`` periods of a held-out cell of the same unit (holdout excluded)."""
+    near = np.zeros_like(holdout)
+    for s in range(1, width + 1):
+        near[:, s:] |= holdout[:, :-s]
+        near[:, :-s] |= holdout[:, s:]
+    return near & ~holdout
+
+
+def default_horizon(panel: Panel) -> int:
+    """The median number of treated periods of the treated units (at least 1)."""
+    start = adoption_times(np.asarray(panel.w, bool))
+    t = panel.n_periods
+    treated = start < t
+    return max(1, int(np.median(t - start[treated]))) if treated.any() else 1
+
+
+def cv_folds(
+    key: jax.Array,
+    panel: Panel,
+    folds: int = 5,
+    holdout: str = "blocks",
+    horizon: int | None = None,
+    donut: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """K cross-validation folds of ``panel``'s observed untreated cells.
+
+    Args:
+      key: PRNG key (the folds are a deterministic function of it).
+      panel: the data.
+      folds: K >= 2.
+      holdout: ``"blocks"`` or ``"cells"`` (see the module docstring).
+      horizon: ``"blocks"``: periods held out at the end of each unit's
+        untreated stretch (default :func:`default_horizon`).
+      donut: periods next to held-out cells left out of training.
+
+    Returns:
+      ``(holdout, train)``, each (K, N, T) bool numpy arrays.
+
+    Raises:
+      ValueError: for bad arguments, or a fold that leaves a unit or a period
+        without a training cell (naming the fold and the unit or period).
+    """
+    if not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    if holdout not in HOLDOUTS:
+        raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
+    if not isinstance(donut, int) or donut < 0:
+        raise ValueError(f"donut must be an integer >= 0, got {donut!r}")
+    w = np.asarray(panel.w, bool)
+    eligible = np.asarray(panel.observed, bool) & ~w
+    n, t = w.shape
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().astype(np.uint32))
+    held = np.zeros((folds, n, t), bool)
+    if holdout == "cells":
+        rows, cols = np.nonzero(eligible)
+        for k, part in enumerate(_split(rng, np.arange(rows.size), folds)):
+            held[k, rows[part], cols[part]] = True
+    else:
+        h = default_horizon(panel) if horizon is None else horizon
+        if not isinstance(h, int) or h < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {h!r}")
+        start = adoption_times(w)
+        treated = np.nonzero(start < t)[0]
+        never = np.nonzero(start == t)[0]
+        parts = [np.concatenate(p) for p in zip(_split(rng, treated, folds), _split(rng, never, folds))]
+        for k, units in enumerate(parts):
+            for i in units:
+                cells = np.nonzero(eligible[i])[0]
+                # A treated unit keeps at least half its pre-periods to be fitted on.
+                m = min(h, cells.size // 2) if start[i] < t else h
+                held[k, i, cells[cells.size - m:]] = True
+    train = eligible[None] & ~held
+    if donut:
+        train &= ~np.stack([_donut(f, donut) for f in held])
+    _check(held, train, eligible, panel)
+    return held, train
+
+
+def _label(labels, i) -> str:
+    return repr(labels[i]) if labels is not None else str(i)
+
+
+def _check(held, train, eligible, panel) -> None:
+    """Every fold holds something out and leaves each unit and period a training cell."""
+    for k in range(held.shape[0]):
+        if not held[k].any():
+            raise ValueError(f"fold {k} holds out no cell: too many folds for {int(eligible.sum())} untreated cells")
+        unit = np.nonzero(eligible.any(axis=1) & ~train[k].any(axis=1))[0]
+        if unit.size:
+            raise ValueError(f"fold {k} leaves unit {_label(panel.units, unit[0])} without a training cell; "
+                             "use a shorter horizon, a smaller donut or more folds")
+        period = np.nonzero(eligible.any(axis=0) & ~train[k].any(axis=0))[0]
+        if period.size:
+            raise ValueError(f"fold {k} leaves period {_label(panel.times, period[0])} without a training cell; "
+                             "use a shorter horizon, a smaller donut or more folds")
