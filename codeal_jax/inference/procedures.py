@@ -37,7 +37,7 @@ from ..driver import UNSET, plan
 from ..estimands import Effects, effects, event_times
 from ..panel import Panel
 from ..result import Result, Status
-from . import draws as draws_
+from .draws import Draws, apply as apply_draw, check as check_draws, make as make_draws
 
 DEFAULT_DRAWS = {"bootstrap": 200, "placebo": 200, "conformal": 39}
 
@@ -80,7 +80,7 @@ class Inference:
         return event_times(self.estimate.period_att.shape[-1])
 
 
-def _aligned(panel: Panel, result: Result, draw: draws_.Draws) -> tuple[Effects, jax.Array]:
+def _aligned(panel: Panel, result: Result, draw: Draws) -> tuple[Effects, jax.Array]:
     """One draw's effects in the original estimands' slots, and its status."""
     e = effects(panel, result)
     valid = draw.slot >= 0
@@ -95,7 +95,7 @@ def _fit_draws(data: Panel, args, fit):
     """The plan ``fit`` refitted on a chunk of draws of ``data``: aligned effects and statuses."""
 
     def one(key, draw):
-        resampled = draws_.apply(data, draw)
+        resampled = apply_draw(data, draw)
         return _aligned(resampled, fit(key, resampled), draw)
 
     return jax.vmap(one)(*args)
@@ -179,7 +179,7 @@ def infer(
     if not (isinstance(level, float | int) and 0 < level < 1):
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
     fit = plan(panel, config, method=method, covariates=covariates)
-    n_draws = draws_.check(panel, procedure, DEFAULT_DRAWS.get(procedure) if draws is None else draws)
+    n_draws = check_draws(panel, procedure, DEFAULT_DRAWS.get(procedure) if draws is None else draws)
     if procedure == "conformal" and math.ceil(level * (n_draws + 1)) > n_draws:
         need = math.ceil(level / (1 - level))
         raise ValueError(f"conformal intervals at level {level} need at least {need} draws, got {n_draws}")
@@ -187,7 +187,7 @@ def infer(
     result = fit(key, data)
     estimate = jax.device_get(effects(data, result))
     k_draws, k_fits = jax.random.split(jax.random.fold_in(key, 1))
-    sample = draws_.make(k_draws, data, procedure, n_draws)
+    sample = make_draws(k_draws, data, procedure, n_draws)
     fit_keys = jax.random.split(k_fits, n_draws)
 
     drawn, status = batching.map_batched(

@@ -88,8 +88,8 @@ def cv_folds(
     eligible = np.asarray(panel.observed, bool) & ~w
     n, t = w.shape
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().astype(np.uint32))
-    held = np.zeros((folds, n, t), bool)
     if holdout == "cells":
+        held = np.zeros((folds, n, t), bool)
         rows, cols = np.nonzero(eligible)
         for k, part in enumerate(_split(rng, np.arange(rows.size), folds)):
             held[k, rows[part], cols[part]] = True
@@ -100,13 +100,15 @@ def cv_folds(
         start = adoption_times(w)
         treated = np.nonzero(start < t)[0]
         never = np.nonzero(start == t)[0]
-        parts = [np.concatenate(p) for p in zip(_split(rng, treated, folds), _split(rng, never, folds))]
-        for k, units in enumerate(parts):
-            for i in units:
-                cells = np.nonzero(eligible[i])[0]
-                # A treated unit keeps at least half its pre-periods to be fitted on.
-                m = min(h, cells.size // 2) if start[i] < t else h
-                held[k, i, cells[cells.size - m:]] = True
+        fold_of = np.empty(n, int)
+        for k, parts in enumerate(zip(_split(rng, treated, folds), _split(rng, never, folds))):
+            fold_of[np.concatenate(parts)] = k
+        # Each unit's last m untreated cells; a treated unit keeps at least half its pre-periods.
+        count = eligible.sum(axis=1)
+        m = np.where(start < t, np.minimum(h, count // 2), h)
+        from_end = np.cumsum(eligible[:, ::-1], axis=1)[:, ::-1]  # 1 on a unit's last untreated cell
+        late = eligible & (from_end <= m[:, None])
+        held = late[None] & (fold_of[None, :, None] == np.arange(folds)[:, None, None])
     train = eligible[None] & ~held
     if donut:
         train &= ~np.stack([_donut(f, donut) for f in held])
