@@ -73,3 +73,13 @@ def rank_fits(cfg, shape: tuple[int, int], field: str = "rank") -> None:
     value = getattr(cfg, field)
     if value > min(n, t):
         raise ValueError(f"{_name(cfg, field)} K={value} exceeds min(N, T)={min(n, t)} for a {n}x{t} panel")
+
+
+def fraction(cfg, *fields: str) -> None:
+    """Float fields in [0, 1) (shares of cells held out)."""
+    for f in fields:
+        value = getattr(cfg, f)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise ValueError(f"{_name(cfg, f)} must be a number in [0, 1), got {value!r} ({type(value).__name__})")
+        if not 0 <= value < 1:
+            raise ValueError(f"{_name(cfg, f)} must be in [0, 1), got {value}")

@@ -10,7 +10,8 @@ with ``y_tilde`` (R, C) the centred, covariate-adjusted outcomes (zero outside
 imputation, ``status`` a () int32 :class:`~codeal_jax.result.Status` and
 ``info`` a dict of diagnostics whose shapes do not depend on (R, C). A method
 that trains on more than the fit cells (``ImputationConfig.reads_sub_panel``)
-also takes ``train_inputs=`` (R, C). Optionally it overrides the whole-panel
+also takes ``train_inputs=`` (R, C), and one that lists config fields in
+``Method.traced`` takes ``hyper=`` (a dict of traced values of those fields). Optionally it overrides the whole-panel
 fit (``whole``), or replaces the driver altogether (``fit``, for estimators
 outside the imputation scheme such as the spectral one). Everything else,
 host-side planning, the covariate stage, centring, staggered subproblems and
@@ -50,6 +51,12 @@ class MethodConfig:
     def check(self, panel) -> None:
         """Panel-dependent validation on the host (e.g. a rank above min(N, T)); raises ``ValueError``."""
         del panel
+
+    def traces(self, field: str) -> bool:
+        """True if this config's method can take ``field`` traced (it is in ``Method.traced`` and this
+        config's architecture allows it); a config overrides it to veto some architectures."""
+        del field
+        return True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -117,6 +124,10 @@ class Method:
       check_gaps: per-subproblem fits report ``INSUFFICIENT_DATA`` when a
         target cell is not identified inside its subproblem.
       paper: one of the paper's six simulation methods.
+      traced: config fields ``impute`` (and ``whole``) also accept as traced
+        values, ``hyper={field: value}``, so that fits differing only in them
+        share one compiled programme (a grid search under ``vmap``). For an
+        integer size such as ``rank`` the config's value is the upper bound.
       summary: one line for help texts.
     """
 
@@ -129,6 +140,7 @@ class Method:
     four_block_subproblem: bool = False
     check_gaps: bool = False
     paper: bool = False
+    traced: tuple[str, ...] = ()
     summary: str = ""
 
     def __post_init__(self):
@@ -142,6 +154,9 @@ class Method:
             raise ValueError(f"method {self.name!r} needs exactly one of impute (the contract) or fit")
         if self.impute is not None and not issubclass(self.config, ImputationConfig):
             raise ValueError(f"method {self.name!r}: an imputation method's config must be an ImputationConfig")
+        unknown = set(self.traced) - {f.name for f in dataclasses.fields(self.config)}
+        if unknown:
+            raise ValueError(f"method {self.name!r}: traced names fields {self.config.__name__} lacks: {sorted(unknown)}")
 
     @property
     def has_rank(self) -> bool:

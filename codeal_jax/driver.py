@@ -80,12 +80,23 @@ class Plan:
             return ()
         return staggered.plan_buckets(self.design.subproblems(), self.config.max_buckets)
 
-    def __call__(self, key: jax.Array, panel: Panel) -> Result:
-        return run(key, panel.without_labels(), self)
+    def __call__(self, key: jax.Array, panel: Panel, hyper: dict | None = None) -> Result:
+        return run(key, panel.without_labels(), self, hyper)
+
+
+def _hyper_kwargs(method: Method, config, hyper) -> dict:
+    """``impute``'s ``hyper=`` keyword, after checking that the method takes these fields traced."""
+    if not hyper:
+        return {}
+    if not set(hyper) <= set(method.traced):
+        raise ValueError(
+            f"method {method.name!r} takes {sorted(method.traced) or 'no fields'} traced, not {sorted(set(hyper) - set(method.traced))}"
+        )
+    return {"hyper": dict(hyper)}
 
 
 @functools.partial(jax.jit, static_argnames="plan")
-def run(key: jax.Array, panel: Panel, plan: Plan) -> Result:
+def run(key: jax.Array, panel: Panel, plan: Plan, hyper: dict | None = None) -> Result:
     """Fits ``plan.config``'s method to ``panel`` (pure; prefer calling the plan).
 
     The key splits into the covariate stage's and the imputation's. Every
@@ -96,6 +107,9 @@ def run(key: jax.Array, panel: Panel, plan: Plan) -> Result:
       key: PRNG key.
       panel: (N, T) panel without labels, validated by :func:`plan`.
       plan: the static plan.
+      hyper: optional traced values of config fields the method lists in
+        ``Method.traced`` (e.g. ``{"rank": 2}`` with the plan's rank the
+        upper bound): fits that differ only in them share this programme.
 
     Returns:
       The method's ``Result``: ``info`` holds the covariate stage's ``mu0``
@@ -104,19 +118,21 @@ def run(key: jax.Array, panel: Panel, plan: Plan) -> Result:
     """
     method, config = plan.method, plan.config
     chex.assert_equal_shape([panel.y, panel.w, panel.observed])
+    extra = _hyper_kwargs(method, config, hyper)
     if method.fit is not None:
         return method.fit(key, panel, config)
     k_cov, k_fit = jax.random.split(key)
     prep = prepare(k_cov, panel, config.covariates, plan.centering)
     if plan.design is None:
         if method.whole is not None:
-            pred, status, info = method.whole(k_fit, panel, prep, config)
+            pred, status, info = method.whole(k_fit, panel, prep, config, **extra)
         else:
-            pred, status, info = method.impute(k_fit, prep.y_tilde, prep.mask, config)
+            pred, status, info = method.impute(k_fit, prep.y_tilde, prep.mask, config, **extra)
     else:
         inputs = staggered.sub_panel_inputs(panel, prep.offset, plan.design) if config.reads_sub_panel else None
+        impute = functools.partial(method.impute, **extra) if extra else method.impute
         pred, status, info = staggered.solve(
-            k_fit, panel.w, prep.y_tilde, prep.mask, plan.design, plan.buckets, method.impute, config, inputs
+            k_fit, panel.w, prep.y_tilde, prep.mask, plan.design, plan.buckets, impute, config, inputs
         )
         if method.check_gaps:
             gap = staggered.target_gaps(panel, plan.design)

@@ -53,6 +53,51 @@ def train(
     return params, losses
 
 
+def train_best(
+    loss_fn: Callable[[Any], tuple[jax.Array, jax.Array]],
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+    """Like :func:`train`, keeping the parameters of the step with the lowest validation loss.
+
+    Early stopping inside a fixed-length ``lax.scan``: all ``steps`` steps run
+    (a batched program cannot stop one lane early) and the best parameters
+    are carried along, so the result is what stopping at the best step and
+    restoring it would give with unlimited patience.
+
+    Args:
+      loss_fn: ``params -> (training loss, validation loss)``; both from one
+        forward pass, only the first is differentiated.
+      params: initial parameters.
+      optimizer: an optax transformation.
+      steps: number of optimiser steps (static).
+
+    Returns:
+      ``(best_params, losses, val_losses, best_step)``: the parameters after
+      ``best_step`` steps (0..steps) with the lowest finite validation loss
+      (the latest such step on ties, so an empty validation set gives the last), the (steps,) training losses and
+      (steps + 1,) validation losses, each evaluated after 0..steps steps.
+    """
+
+    def keep(best, cand, better):
+        return jax.tree.map(lambda b, c: jnp.where(better, c, b), best, cand)
+
+    def step(carry, t):
+        p, state, best, best_val, best_t = carry
+        (loss, val), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
+        better = val <= best_val  # NaN never wins; ties go to the later step (no validation cells: the last)
+        best, best_val, best_t = keep((best, best_val, best_t), (p, val, t), better)
+        updates, state = optimizer.update(grads, state, p)
+        return (optax.apply_updates(p, updates), state, best, best_val, best_t), (loss, val)
+
+    init = (params, optimizer.init(params), params, jnp.float32(jnp.inf), jnp.int32(0))
+    (p, _, best, best_val, best_t), (losses, vals) = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.int32))
+    _, last = loss_fn(p)
+    best, best_t = keep((best, best_t), (p, jnp.int32(steps)), last <= best_val)
+    return best, losses, jnp.append(vals, last), best_t
+
+
 def loss_status(losses: jax.Array) -> jax.Array:
     """() int32 ``Status``: ``NONFINITE`` if any training loss was NaN or inf, else ``OK``."""
     return jnp.where(jnp.all(jnp.isfinite(losses)), Status.OK, Status.NONFINITE).astype(jnp.int32)

@@ -412,3 +412,24 @@ def test_configs_are_hashable_and_registered():
         config = cj.default_config(name)
         assert isinstance(config, CONFIGS[name]) and hash(config) == hash(CONFIGS[name]())
         assert config.centering == "auto" and isinstance(config.covariates, CovariateConfig)
+
+
+def test_single_ae_masked_rank_equals_separate_fits():
+    """A Single AE of bottleneck 3 with a traced rank r: the rank-r init exactly, and the rank-r fit."""
+    rng = np.random.default_rng(3)
+    w = np.zeros((N, T))
+    w[12:, 9:] = 1
+    y = rng.normal(size=(N, 2)) @ rng.normal(size=(2, T)) + 2 * w + 0.1 * rng.normal(size=(N, T))
+    panel = cj.Panel.from_arrays(y, w)
+    cfg = single_ae.SingleAEConfig(steps=15, covariates=CovariateConfig(method="none"))
+    padded = cj.plan(panel, dataclasses.replace(cfg, rank=3))
+    for r in (1, 2):
+        small = single_ae.init_single_ae(KEY, N, dataclasses.replace(cfg, rank=r))
+        big = single_ae.init_single_ae(KEY, N, dataclasses.replace(cfg, rank=3), rank=jnp.int32(r))
+        np.testing.assert_array_equal(big["encoder"][-1][0][:, :r], small["encoder"][-1][0])
+        np.testing.assert_array_equal(big["decoder"][0][0][:r], small["decoder"][0][0])
+        assert not np.any(big["encoder"][-1][0][:, r:]) and not np.any(big["decoder"][0][0][r:])
+    one = cj.estimate(KEY, panel, dataclasses.replace(cfg, rank=1))
+    masked = padded(KEY, panel, {"rank": jnp.int32(1)})
+    np.testing.assert_allclose(np.asarray(masked.y0_hat), np.asarray(one.y0_hat), rtol=1e-4, atol=1e-4)
+    assert not dataclasses.replace(cfg, encoder_hidden=()).traces("rank")  # falls back to a programme per rank

@@ -1,5 +1,7 @@
 """CoDEAL on four-block designs: structure, vectorisation, determinism, leakage."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import optax
 import pytest
 
 import codeal_jax as cj
-from codeal_jax import covariates, driver, staggered
+from codeal_jax import covariates, driver, staggered, train
 from codeal_jax.methods import codeal
 from codeal_jax.nets import init_mlp_stack, mlp
 
@@ -73,9 +75,9 @@ def test_decoders_held_as_two_blocks_train_like_sliced_ones(key):
     mask = jnp.asarray(~((np.arange(n)[:, None] >= ctrl) & (np.arange(t)[None, :] >= pre)))
     y = jnp.where(mask, y, 0.0)
     blocks = staggered.Blocks(ctrl=jnp.int32(ctrl), a_rows=ctrl, b_rows=n - ctrl, b_cols=pre, split=True)
-    split, l_split = codeal.fit_autoencoder(key, y, mask, TINY, blocks)
-    sliced, l_sliced = codeal.fit_autoencoder(key, y, mask, TINY, blocks.replace(split=False))
-    full, l_full = codeal.fit_autoencoder(key, y, mask, TINY)
+    split, l_split, _ = codeal.fit_autoencoder(key, y, mask, TINY, blocks)
+    sliced, l_sliced, _ = codeal.fit_autoencoder(key, y, mask, TINY, blocks.replace(split=False))
+    full, l_full, _ = codeal.fit_autoencoder(key, y, mask, TINY)
     np.testing.assert_allclose(np.asarray(l_split), np.asarray(l_sliced), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(split), np.asarray(sliced), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(split), np.asarray(full), rtol=1e-3, atol=1e-4)
@@ -189,3 +191,110 @@ def test_covariate_options_run(small_panel, key, cov):
     r = cj.estimate(key, small_panel, with_removal(TINY, cov))
     assert int(r.status) == 0 and np.isfinite(float(r.att))
     assert ("covariate_loss" in r.info) is False
+
+
+# --- Rank search in one programme, early stopping, seed ensembles (issue #24) ---
+
+NO_COV = dataclasses.replace(TINY, covariates=cj.CovariateConfig(method="none"))
+
+
+@pytest.mark.parametrize("encoder_hidden", [(8, 8), ()])
+def test_padded_rank_init_is_the_rank_r_init(key, encoder_hidden):
+    """A rank-r network in the rank-5 layout starts from exactly the rank-r network's draws, zeros elsewhere."""
+    big = dataclasses.replace(NO_COV, rank=5, encoder_hidden=encoder_hidden)
+    for r in (1, 3, 5):
+        small = codeal.init_autoencoder(key, 7, dataclasses.replace(big, rank=r), fan_in=6)
+        padded = jax.jit(lambda k, r: codeal.init_autoencoder(k, 7, big, fan_in=6, rank=r))(key, r)
+        lat_w, lat_b = padded["encoder"][-1]
+        np.testing.assert_array_equal(lat_w[:, :r], small["encoder"][-1][0])
+        np.testing.assert_array_equal(lat_b[:r], small["encoder"][-1][1])
+        assert not np.any(lat_w[:, r:]) and not np.any(lat_b[r:])
+        for a, b in zip(jax.tree.leaves(padded["encoder"][:-1]), jax.tree.leaves(small["encoder"][:-1])):
+            np.testing.assert_array_equal(a, b)
+        (dec_w, dec_b), *rest = padded["decoders"]
+        np.testing.assert_array_equal(dec_w[:, :r], small["decoders"][0][0])
+        assert not np.any(dec_w[:, r:])
+        np.testing.assert_array_equal(dec_b, small["decoders"][0][1])
+        for a, b in zip(jax.tree.leaves(rest), jax.tree.leaves(small["decoders"][1:])):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_masked_latent_units_carry_nothing_and_get_no_gradient(key):
+    y = jax.random.normal(key, (7, 9))
+    mask = jnp.ones((7, 9), bool).at[4:, 5:].set(False)
+    big = dataclasses.replace(NO_COV, rank=5)
+    params = codeal.init_autoencoder(key, 7, big, rank=2)
+    loss = lambda p: optax.l2_loss(jnp.where(mask, codeal.apply_autoencoder(p, jnp.where(mask, y, 0)) - y, 0)).sum()
+    grads = jax.grad(loss)(params)
+    assert not np.any(grads["encoder"][-1][0][:, 2:]) and not np.any(grads["encoder"][-1][1][2:])
+    assert not np.any(grads["decoders"][0][0][:, 2:])
+    assert np.any(grads["decoders"][0][0][:, :2])  # the real latent units do learn
+
+
+@pytest.mark.parametrize("design", ["four_block", "staggered", "whole"])
+def test_masked_rank_fits_equal_separate_fits(key, design):
+    """One plan of rank 3 with a traced rank r reproduces the rank-r fit (four-block, staggered, whole panel)."""
+    if design == "four_block":
+        y, w, _, _, _ = four_block_arrays(seed=6)
+    else:
+        rng = np.random.default_rng(6)
+        start = np.repeat([12, 9, 6], [6, 5, 5])
+        w = (np.arange(12)[None, :] >= start[:, None]).astype(float)
+        y = rng.normal(size=(16, 2)) @ rng.normal(size=(2, 12)) + 2 * w + 0.1 * rng.normal(size=(16, 12))
+    panel = cj.Panel.from_arrays(y, w)
+    cfg = dataclasses.replace(NO_COV, staggered="whole" if design == "whole" else "subproblems", max_buckets=1)
+    padded = cj.plan(panel, dataclasses.replace(cfg, rank=3))
+    for r in (1, 2):
+        one = cj.estimate(key, panel, dataclasses.replace(cfg, rank=r))
+        masked = padded(key, panel, {"rank": jnp.int32(r)})
+        np.testing.assert_allclose(np.asarray(masked.y0_hat), np.asarray(one.y0_hat), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(masked.info["loss"]), np.asarray(one.info["loss"]), rtol=1e-4)
+        assert "best_step" not in one.info  # no validation cells: the paper's training
+
+
+def test_train_best_returns_the_parameters_of_the_best_validation_step():
+    """Against a reference that retrains for each step count s and evaluates the validation loss there."""
+    a, b = jnp.asarray([1.0, -2.0, 0.5]), jnp.asarray([0.4, -0.5, 0.0])
+    loss_fn = lambda p: (jnp.sum((p - a) ** 2), jnp.sum((p - b) ** 2))  # training pulls past the validation optimum
+    opt, p0, steps = optax.adam(0.1), jnp.zeros(3), 40
+    best, losses, vals, best_step = train.train_best(loss_fn, p0, opt, steps)
+    ref_vals, ref_params = [], []
+    for s in range(steps + 1):
+        p, _ = train.train(lambda q: loss_fn(q)[0], p0, opt, s) if s else (p0, None)
+        ref_params.append(p)
+        ref_vals.append(float(loss_fn(p)[1]))
+    np.testing.assert_allclose(np.asarray(vals), ref_vals, rtol=1e-5)
+    expect = len(ref_vals) - 1 - int(np.argmin(ref_vals[::-1]))  # the last of the minima
+    assert 0 < int(best_step) < steps and abs(int(best_step) - expect) <= 1  # float ties may shift it by one
+    np.testing.assert_allclose(np.asarray(best), np.asarray(ref_params[int(best_step)]), rtol=1e-5)
+    assert float(loss_fn(best)[1]) <= min(ref_vals) + 1e-6
+
+
+def test_codeal_early_stopping_restores_the_best_step(key, small_panel):
+    """With validation cells, the fit is the fit stopped at its best step (a shorter run of the same training)."""
+    cfg = dataclasses.replace(NO_COV, validation=0.2, steps=60, learning_rate=2e-2)
+    res = cj.estimate(key, small_panel, cfg)
+    val, best = np.asarray(res.info["val_loss"][0]), int(res.info["best_step"][0])
+    assert val.shape == (61,) and val[best] == val.min()
+    assert int(res.status) == cj.Status.OK
+    stopped = cj.estimate(key, small_panel, dataclasses.replace(cfg, steps=max(best, 1)))
+    if best > 0:
+        np.testing.assert_allclose(np.asarray(stopped.y0_hat), np.asarray(res.y0_hat), rtol=1e-4, atol=1e-4)
+
+
+def test_seed_ensemble_averages_member_fits(key):
+    y, w, _, _, _ = four_block_arrays(seed=2)
+    mask = jnp.asarray(w == 0)
+    yt = jnp.where(mask, jnp.asarray(y, jnp.float32), 0.0)
+    impute = jax.jit(codeal.impute, static_argnames="config")
+    single, _, _ = impute(key, yt, mask, NO_COV)
+    trio, status, info = impute(key, yt, mask, dataclasses.replace(NO_COV, ensemble=3))
+    keys = codeal.member_keys(key, 3)
+    members = [impute(keys[e], yt, mask, NO_COV)[0] for e in range(3)]
+    np.testing.assert_allclose(np.asarray(trio), np.mean(np.stack(members), axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(members[0]), np.asarray(single), rtol=1e-6)  # member 0 is the plain fit
+    assert int(status) == cj.Status.OK and info["loss"].shape == (NO_COV.steps,)
+    with pytest.raises(ValueError, match="ensemble"):
+        cj.CodealConfig(ensemble=0)
+    with pytest.raises(ValueError, match="validation"):
+        cj.CodealConfig(validation=1.0)

@@ -119,6 +119,10 @@ def test_build_config_maps_flags():
     cfg = build_config("codeal", rank=2, steps=7, learning_rate=1e-3, max_groups=4)
     assert (cfg.rank, cfg.steps, cfg.learning_rate, cfg.max_groups) == (2, 7, 1e-3, 4)
     assert build_config("mc_nnm", rank=5).rank == 5
+    cfg = build_config("codeal", validation=0.1, ensemble=3)
+    assert (cfg.validation, cfg.ensemble) == (0.1, 3)
+    with pytest.raises(ValueError, match="--validation does not apply to method 'mc_nnm'"):
+        build_config("mc_nnm", validation=0.1)
     sp = build_config("spectral", rank=2)
     assert (sp.rank0, sp.rank1) == (2, 2)
     with pytest.raises(ValueError, match="--rank does not apply to method 'did'"):
@@ -252,6 +256,7 @@ def test_cli_fit_tune_writes_the_cv_curve(tmp_path, capsys):
     assert cv["lam"].tolist() == [0.001, 10.0] and cv["chosen"].sum() == 1
     best = cv.loc[cv["chosen"], "lam"].item()
     assert best == cv.loc[cv["cv_mse"].idxmin(), "lam"] and f"chosen: lam={best:g}" in text
+    assert (out / "cv.png").stat().st_size > 0
 
 
 def test_cli_fit_rejects_a_malformed_tune(tmp_path, capsys):

@@ -86,7 +86,8 @@ def test_cv_errors_equal_a_numpy_twfe_on_each_fold():
 
 
 def test_fold_fits_equal_single_fits_and_the_rule():
-    """MC-NNM with fixed lambdas: each batched fold error equals an unbatched estimate on the fold."""
+    """MC-NNM with fixed lambdas: each fold error (all lambdas x folds in one programme, the lambda
+    traced) equals an unbatched estimate on the fold with that lambda in its config."""
     y, w, x, _, _ = four_block_arrays(seed=4, rank=2, noise=0.05)
     panel = cj.Panel.from_arrays(y, w, x)
     base = cj.MCNNMConfig(covariates=NONE)
@@ -129,3 +130,48 @@ def test_bad_input_is_a_value_error():
         cj.tune(jax.random.key(0), panel, cj.SpectralConfig(), {"rank": [(1, 1)]})
     with pytest.raises(ValueError, match="rule must be one of"):
         cj.tune(jax.random.key(0), panel, did, {"centering": ["none"]}, rule="best")
+
+
+def test_rank_search_is_one_programme_equal_to_separate_programmes():
+    """CoDEAL's grid over the rank: all ranks x folds in one compiled programme (masked latent units),
+    the same CV errors as one programme per rank, and the same choice for the same key."""
+    from codeal_jax.tuning import search
+
+    y, w, _, _, _ = four_block_arrays(seed=7, rank=2)
+    panel = cj.Panel.from_arrays(y, w)
+    base = cj.CodealConfig(encoder_hidden=(8, 8), decoder_hidden=(8, 8), steps=20, covariates=NONE)
+    grid = {"rank": [1, 2, 3]}
+    before = search._fold_errors._cache_size()
+    batched = cj.tune(jax.random.key(3), panel, base, grid, folds=3)
+    assert search._fold_errors._cache_size() == before + 1  # one compilation for the whole search
+    apart = cj.tune(jax.random.key(3), panel, base, grid, folds=3, batch_grid=False)
+    assert search._fold_errors._cache_size() == before + 4
+    np.testing.assert_allclose(batched.errors, apart.errors, rtol=1e-4)
+    assert batched.chosen == apart.chosen and batched.config == dataclasses.replace(base, rank=grid["rank"][batched.chosen])
+    again = cj.tune(jax.random.key(3), panel, base, grid, folds=3)
+    np.testing.assert_array_equal(again.errors, batched.errors)
+    with pytest.raises(ValueError, match="cannot fit the grid"):
+        cj.tune(jax.random.key(3), panel, cj.DiDConfig(covariates=NONE), {"centering": ["none", "auto"]},
+                batch_grid=True)
+
+
+def test_nested_and_covariate_fields_in_the_grid():
+    from codeal_jax.tuning.search import _with
+
+    base = cj.CodealConfig()
+    assert _with(base, {"covariates": "linear"}).covariates == cj.CovariateConfig(method="linear")
+    assert _with(base, {"covariates.steps": 100, "rank": 2}) == dataclasses.replace(
+        base, rank=2, covariates=cj.CovariateConfig(steps=100))
+    with pytest.raises(ValueError, match="CovariateConfig has no field 'depth'"):
+        _with(base, {"covariates.depth": 2})
+    with pytest.raises(ValueError, match="covariates must be one of"):
+        _with(base, {"covariates": "ridge"})
+    y, w, x, _, _ = four_block_arrays(seed=8)
+    panel = cj.Panel.from_arrays(y, w, x)
+    tuning = cj.tune(jax.random.key(0), panel, cj.DiDConfig(), {"covariates": ["linear", "none"]}, folds=3)
+    assert list(tuning.table()["covariates"]) == ["linear", "none"]
+    for g, removal in enumerate(["linear", "none"]):  # each row is that removal's own search
+        alone = cj.tune(jax.random.key(0), panel, cj.DiDConfig(covariates=cj.CovariateConfig(method=removal)),
+                        {"centering": ["auto"]}, folds=3)
+        np.testing.assert_allclose(tuning.errors[g], alone.errors[0], rtol=1e-6)
+    assert tuning.config.covariates.method == ["linear", "none"][tuning.chosen]

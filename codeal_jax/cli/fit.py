@@ -22,7 +22,7 @@ import pandas as pd
 from .common import add_cache_options, check_out_dir
 
 # Flags that set the config field of the same name, where the method's config has one.
-CONFIG_FLAGS = ("rank", "steps", "learning_rate", "max_groups", "staggered")
+CONFIG_FLAGS = ("rank", "steps", "learning_rate", "validation", "ensemble", "max_groups", "staggered")
 
 
 def add_parser(sub) -> None:
@@ -39,6 +39,11 @@ def add_parser(sub) -> None:
     f.add_argument("--rank", type=int, default=None, help="the method's rank K (latent size, MC-NNM rank, spectral ranks)")
     f.add_argument("--steps", type=int, default=None, help="training steps (neural methods)")
     f.add_argument("--learning-rate", type=float, default=None)
+    f.add_argument("--validation", type=float, default=None,
+                   help="CoDEAL: share of fit cells held out to stop training at its best step (e.g. 0.1 "
+                        "with --steps 500; default 0: the paper's fixed steps)")
+    f.add_argument("--ensemble", type=int, default=None,
+                   help="CoDEAL: average the fits of this many initialisations (default 1)")
     f.add_argument("--max-groups", type=int, default=None,
                    help="staggered designs: merge adoption dates into at most this many groups")
     f.add_argument("--staggered", default=None, choices=["subproblems", "whole"],
@@ -53,7 +58,7 @@ def add_parser(sub) -> None:
     f.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     f.add_argument("--tune", action="append", default=[], metavar="FIELD=V1,V2,...",
                    help="choose a config field by cross-validation on held-out untreated cells, e.g. "
-                        "--tune rank=1,2,3,4 (repeat for a grid over several fields); writes cv.csv")
+                        "--tune rank=1,2,3,4 (repeat for a grid over several fields); writes cv.csv and cv.png")
     f.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     f.add_argument("--holdout", default="blocks", choices=["blocks", "cells"],
                    help="held-out cells: the last untreated periods of each fold's units (default) or random cells")
@@ -253,6 +258,7 @@ def run(args) -> int:
     table.to_csv(target("unit_effects.csv"), index=False)
     if tuning is not None:
         tuning.table().to_csv(target("cv.csv"), index=False)
+        plots.plot_cv_curve(tuning, target("cv.png"))
     long = with_outcomes_as_read(long_table(panel, result), df, args.unit, args.time, args.outcome)
     long.to_csv(target("long.csv"), index=False)
     plots.plot_treatment(panel, target("treatment.png"))

@@ -13,6 +13,7 @@ notebook the returned figure displays itself.
   given an :class:`~codeal_jax.inference.Inference`.
 * :func:`plot_unit_effects`: every treated unit's effect, labelled (with intervals).
 * :func:`plot_event_study`: effects by period relative to adoption, with their band.
+* :func:`plot_cv_curve`: the cross-validation curve of a :func:`codeal_jax.tune` search.
 
 The counterfactual lines are the model's own untreated outcomes
 (``Result.y0_fit``): before adoption they show the pre-treatment fit.
@@ -415,6 +416,37 @@ def plot_event_study(
     ax.set_ylabel(ylabel or "average effect")
     ax.set_title(title or f"Event study: ATT {float(inference.estimate.att):.4g} "
                           f"[{float(inference.ci_low.att):.4g}, {float(inference.ci_high.att):.4g}]")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_cv_curve(tuning, path: str | os.PathLike | None = None, title: str | None = None) -> Figure:
+    """The cross-validation curve of a :func:`codeal_jax.tune` search: mean held-out MSE ± 1 SE.
+
+    Args:
+      tuning: a :class:`~codeal_jax.tuning.Tuning`.
+      path: optional PNG file to write.
+      title: optional title (default: the method and the rule).
+
+    Returns:
+      The figure: one point per grid point in the order searched, the
+      chosen one ringed, the ``1se`` threshold dashed.
+    """
+    mean, se = np.asarray(tuning.mean, np.float64), np.nan_to_num(np.asarray(tuning.se, np.float64))
+    labels = [", ".join(f"{k}={_short(v)}" for k, v in point.items()) for point in tuning.grid]
+    x = np.arange(len(labels))
+    fig = Figure(figsize=(max(4.5, 0.6 * len(labels) + 2.0), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.errorbar(x, mean, yerr=se, fmt="o-", color=_OBSERVED, ms=4, lw=1.2, capsize=2.5, label="mean ± 1 SE over folds")
+    best = int(np.nanargmin(mean))
+    ax.axhline(mean[best] + se[best], color="#7f7f7f", lw=0.9, ls="--", label="lowest + 1 SE")
+    ax.plot([x[tuning.chosen]], [mean[tuning.chosen]], "o", ms=11, mfc="none", mec=_COUNTERFACTUAL, mew=2,
+            label="chosen")
+    ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center",
+                  fontsize=8)
+    ax.set_ylabel("held-out MSE")
+    ax.set_title(title or f"Cross-validation of {type(tuning.config).__name__} (rule {tuning.rule})")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     return _finish(fig, path)

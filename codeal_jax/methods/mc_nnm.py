@@ -386,7 +386,9 @@ def solve_lambda(y: jax.Array, mask: jax.Array, lam: jax.Array, config: MCNNMCon
     return _finish(*out, lmax)
 
 
-def solve(key: jax.Array, y: jax.Array, mask: jax.Array, config: MCNNMConfig = MCNNMConfig()) -> Solution:
+def solve(
+    key: jax.Array, y: jax.Array, mask: jax.Array, config: MCNNMConfig = MCNNMConfig(), hyper: dict | None = None
+) -> Solution:
     """MC-NNM on the cells ``mask`` of ``y``, lambda chosen by ``config``'s rule.
 
     The lower-level entry point (no centring or covariates): any mask works,
@@ -398,10 +400,16 @@ def solve(key: jax.Array, y: jax.Array, mask: jax.Array, config: MCNNMConfig = M
       y: (N, T) float32 outcomes; values outside ``mask`` are ignored.
       mask: (N, T) bool cells to fit on (observed, untreated).
       config: lambda rule and solver settings (``covariates``/``centering`` unused).
+      hyper: optional traced ``{"lam": ()}`` (a fixed lambda, as ``config.lam``)
+        or ``{"rank": ()}`` (the suggested-rank rule's K, as ``config.rank``),
+        so one programme serves a grid of them.
 
     Returns:
       The :class:`Solution` at the chosen lambda.
     """
+    hyper = hyper or {}
+    if "lam" in hyper:
+        return solve_lambda(y, mask, hyper["lam"], config)
     if config.mode == "fixed":
         return solve_lambda(y, mask, config.lam, config)
     y = jnp.where(mask, jnp.asarray(y, jnp.float32), 0.0)
@@ -414,7 +422,8 @@ def solve(key: jax.Array, y: jax.Array, mask: jax.Array, config: MCNNMConfig = M
         return _finish(*out, lmax, cv_mse=curve, cv_iterations=cv_used)
     grid = lambda_grid(lmax, config.n_lambda)
     last = jnp.int32(config.n_lambda - 1)
-    out = _path(y, mask, fe, start, grid, last, grid[-1], config.rank, config.max_iter, config.tol, config.rank_rule)
+    rank = hyper.get("rank", config.rank)
+    out = _path(y, mask, fe, start, grid, last, grid[-1], rank, config.max_iter, config.tol, config.rank_rule)
     return _finish(*out, lmax)
 
 
@@ -436,7 +445,7 @@ def _scalars(sol: Solution) -> dict:
     return info
 
 
-def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: MCNNMConfig, blocks=None):
+def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: MCNNMConfig, blocks=None, hyper=None):
     """MC-NNM on one (padded) subproblem: ``(pred (R, C), status (), info)``.
 
     Zero padding rows/columns have no fit cells: they add zero singular
@@ -449,6 +458,7 @@ def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: MCNNMCon
       mask: (R, C) bool fit cells.
       config: static settings.
       blocks: unused (any mask works).
+      hyper: optional traced ``lam`` or ``rank`` (:func:`solve`).
 
     Returns:
       ``L + u1' + 1v'``, ``NOT_CONVERGED`` if the final fit hit ``max_iter``,
@@ -456,11 +466,11 @@ def impute(key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: MCNNMCon
       ``path_length``, ``lambda_max`` (and ``cv_iterations``).
     """
     del blocks
-    sol = solve(key, y_tilde, mask, config)
+    sol = solve(key, y_tilde, mask, config, hyper)
     return sol.prediction(), _status(sol), _scalars(sol)
 
 
-def whole(key: jax.Array, panel: Panel, prep: Prepared, config: MCNNMConfig):
+def whole(key: jax.Array, panel: Panel, prep: Prepared, config: MCNNMConfig, hyper=None):
     """MC-NNM on every fit cell of the panel (any pattern), with the panel-sized diagnostics.
 
     Returns:
@@ -468,7 +478,7 @@ def whole(key: jax.Array, panel: Panel, prep: Prepared, config: MCNNMConfig):
       of L) and, in CV mode, ``cv_mse`` (n_lambda,).
     """
     del panel
-    sol = solve(key, prep.y_tilde, prep.mask, config)
+    sol = solve(key, prep.y_tilde, prep.mask, config, hyper)
     info = {**_scalars(sol), "sigma": sol.sigma}
     if sol.cv_mse is not None:
         info["cv_mse"] = sol.cv_mse
@@ -481,5 +491,6 @@ METHOD = Method(
     impute=impute,
     whole=whole,
     paper=True,
+    traced=("lam", "rank"),
     summary="MC-NNM: nuclear-norm matrix completion with two-way fixed effects (Athey et al. 2021)",
 )

@@ -26,7 +26,7 @@ import optax
 
 from .. import checks
 from ..contract import ImputationConfig, Method, renamed
-from ..nets import Params, mlp, n_params, uniform_rows, unpack_mlp
+from ..nets import Params, mlp, n_params, read_ranked, uniform_rows, unpack_mlp
 from ..panel import Panel
 from ..staggered import TRAIN_INPUTS
 from ..train import loss_status, masked_mse, train
@@ -74,8 +74,12 @@ class SingleAEConfig(ImputationConfig):
     def check(self, panel: Panel) -> None:
         checks.rank_fits(self, panel.shape)
 
+    def traces(self, field: str) -> bool:
+        # A traced rank reads the latent layers out of the flat draw; both sides need a hidden layer.
+        return field != "rank" or bool(self.encoder_hidden and self.decoder_hidden)
 
-def init_single_ae(key: jax.Array, n_units: int, config: SingleAEConfig, fan_in=None) -> dict[str, Params]:
+
+def init_single_ae(key: jax.Array, n_units: int, config: SingleAEConfig, fan_in=None, rank=None) -> dict[str, Params]:
     """Encoder N -> ... -> K and one decoder K -> ... -> N (PyTorch init).
 
     Args:
@@ -85,6 +89,10 @@ def init_single_ae(key: jax.Array, n_units: int, config: SingleAEConfig, fan_in=
       fan_in: optional (traced) number of units really present; the first
         layer is scaled as if its input had that width, so a problem padded
         with empty units starts like the unpadded one. Default N.
+      rank: optional () traced bottleneck r <= ``config.rank`` (hidden layers
+        on both sides required): the rank-r network's values padded with
+        zeros to ``config.rank`` units (:func:`codeal_jax.nets.read_ranked`),
+        so one programme trains any r.
 
     Returns:
       ``{"encoder": ..., "decoder": ...}`` MLP parameters. Unit i's row of the
@@ -106,11 +114,19 @@ def init_single_ae(key: jax.Array, n_units: int, config: SingleAEConfig, fan_in=
     first = (per_unit[:, :h_in] * bound, flat[:h_in] * bound)
     pos = h_in
     encoder, hidden = (first,), ()
-    if enc_rest:
-        encoder = (first, *unpack_mlp(flat[pos : pos + n_params(enc_rest)], enc_rest))
-        pos += n_params(enc_rest)
-    if dec_rest:
-        hidden = unpack_mlp(flat[pos:], dec_rest)
+    if rank is not None:
+        if not config.traces("rank"):
+            raise ValueError("a traced Single AE rank needs hidden layers in the encoder and the decoder")
+        # Encoder rest and decoder hidden layers lie back to back in the draw: one network through the bottleneck.
+        through = (*enc_rest, *dec_rest[1:])
+        layers = read_ranked(flat, through, (len(enc_rest) - 1,), rank, offset=h_in)
+        encoder, hidden = (first, *layers[: len(enc_rest) - 1]), layers[len(enc_rest) - 1 :]
+    else:
+        if enc_rest:
+            encoder = (first, *unpack_mlp(flat[pos : pos + n_params(enc_rest)], enc_rest))
+            pos += n_params(enc_rest)
+        if dec_rest:
+            hidden = unpack_mlp(flat[pos:], dec_rest)
     last = per_unit[:, h_in:] / jnp.sqrt(float(h_out))  # PyTorch bound 1/sqrt(fan_in)
     decoder = (*hidden, (last[:, :-1].T, last[:, -1]))
     return {"encoder": encoder, "decoder": decoder}
@@ -131,7 +147,13 @@ def apply_single_ae(params: dict[str, Params], inputs: jax.Array) -> jax.Array:
 
 
 def impute(
-    key: jax.Array, y_tilde: jax.Array, mask: jax.Array, config: SingleAEConfig, blocks=None, train_inputs=None
+    key: jax.Array,
+    y_tilde: jax.Array,
+    mask: jax.Array,
+    config: SingleAEConfig,
+    blocks=None,
+    train_inputs=None,
+    hyper=None,
 ):
     """Trains one Single AE on the masked cells and reconstructs: ``(pred, status, info)``.
 
@@ -145,6 +167,8 @@ def impute(
       train_inputs: optional (R, C) encoder input during training (the
         ``"sub_panel"`` variant of ``SingleAEConfig.train_inputs``); the
         reconstruction always reads the zero-filled ``y_tilde``.
+      hyper: optional ``{"rank": ()}`` traced bottleneck r <= ``config.rank``
+        (a rank search in one programme).
 
     Returns:
       (R, C) reconstruction, ``NONFINITE`` if a loss was not finite, and
@@ -154,7 +178,8 @@ def impute(
     inputs = jnp.where(mask, y_tilde, 0.0)
     seen = inputs if train_inputs is None else train_inputs
     present = jnp.sum(jnp.any(mask, axis=1))
-    params = init_single_ae(key, y_tilde.shape[0], config, fan_in=present)
+    rank = None if hyper is None else hyper.get("rank")
+    params = init_single_ae(key, y_tilde.shape[0], config, fan_in=present, rank=rank)
 
     def loss(p):
         return masked_mse(apply_single_ae(p, seen), y_tilde, mask)
@@ -169,5 +194,6 @@ METHOD = Method(
     SingleAEConfig,
     impute=impute,
     paper=True,
+    traced=("rank",),
     summary="Single AE: CoDEAL's autoencoder with one shared decoder",
 )

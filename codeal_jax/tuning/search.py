@@ -1,10 +1,12 @@
 """Grid search by cross-validation on held-out untreated cells, for any registered method.
 
-For each grid point the method's plan is refitted on the K folds of
-:func:`~codeal_jax.tuning.folds.cv_folds` in one compiled programme (``vmap``
-over folds); a fold's error is the mean squared error of the model's
-prediction on its held-out cells. Grid points that change shapes (a rank)
-compile one programme each.
+Every grid point's config is refitted on the K folds of
+:func:`~codeal_jax.tuning.folds.cv_folds`; a fold's error is the mean squared
+error of the model's prediction on its held-out cells. When the method takes
+every searched field traced (``Method.traced``, e.g. CoDEAL's ``rank``: a
+network of the largest rank with the surplus latent units masked), all grid
+points x folds are one compiled programme under ``vmap``; otherwise each grid
+point compiles one programme of its K folds.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import numbers
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import batching
+from .. import batching, nets, registry
 from ..contract import ImputationConfig
 from ..driver import UNSET, configure, plan
 from ..panel import Panel
@@ -79,34 +82,88 @@ def _points(grid: Mapping[str, Sequence]) -> list[dict]:
     return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
 
 
-def _configs(panel: Panel, base, points: list[dict]) -> list:
+def _with(base, point: dict):
+    """``base`` with a grid point's values: ``field`` or ``field.subfield`` (a nested config's field).
+
+    ``covariates`` also takes a removal name (``"dnn"``, ``"linear"``, ``"none"``),
+    short for ``covariates.method``.
+    """
     fields = {f.name for f in dataclasses.fields(base)}
+    direct, nested = {}, {}
+    for name, value in point.items():
+        head, _, sub = name.partition(".")
+        if head == "covariates" and not sub and isinstance(value, str):
+            sub = "method"
+        if head not in fields:
+            raise ValueError(f"{type(base).__name__} has no field {head!r} to tune")
+        if sub:
+            nested.setdefault(head, {})[sub] = value
+        else:
+            direct[head] = value
+    for head, values in nested.items():
+        inner = getattr(base, head)
+        if not dataclasses.is_dataclass(inner):
+            raise ValueError(f"{type(base).__name__}.{head} has no fields to tune (it is a {type(inner).__name__})")
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(inner)})
+        if unknown:
+            raise ValueError(f"{type(inner).__name__} has no field {unknown[0]!r} to tune")
+        direct[head] = dataclasses.replace(inner, **values)
+    return dataclasses.replace(base, **direct)
+
+
+def _configs(panel: Panel, base, points: list[dict]) -> list:
     n, t = panel.shape
     out = []
     for point in points:
-        unknown = sorted(set(point) - fields)
-        if unknown:
-            raise ValueError(f"{type(base).__name__} has no field {unknown[0]!r} to tune")
+        config = _with(base, point)
         ranks = point.get("rank")
         for r in np.atleast_1d(ranks) if ranks is not None else ():
             if int(r) > min(n, t):
                 raise ValueError(f"grid rank {int(r)} is above min(N, T) = {min(n, t)} of this panel")
-        out.append(dataclasses.replace(base, **point))
+        out.append(config)
     return out
 
 
 @functools.partial(jax.jit, static_argnames="fit")
 def _fold_errors(data: Panel, args, fit):
-    """The plan ``fit`` on a chunk of folds: held-out MSE and status per fold."""
+    """The plan ``fit`` on a chunk of (fold, traced values): held-out MSE and status of each."""
 
-    def one(key, held, train):
+    def one(key, held, train, hyper):
         cv = data.replace(observed=train | data.w & data.observed)
-        res = fit(key, cv)
+        res = fit(key, cv, hyper)
         err = jnp.where(held, res.y0_hat - data.y, 0.0)
         mse = jnp.sum(err**2) / jnp.maximum(jnp.sum(held), 1)
         return mse, res.status
 
     return jax.vmap(one)(*args)
+
+
+def _traced_grid(base, points: list[dict]):
+    """``(config, hyper)`` fitting every grid point with one programme, or None if the method cannot.
+
+    ``config`` holds the largest value of every traced field (the upper bound
+    of a size such as the rank; a lambda is overridden anyway); ``hyper``
+    maps each field to its (G,) values.
+    """
+    traced = registry.method_of(base).traced
+    fields = sorted(points[0])
+    if not fields or not set(fields) <= set(traced) or not all(base.traces(f) for f in fields):
+        return None
+    if "rank" in fields and not nets.rank_traceable():
+        return None
+    values = {f: [p[f] for p in points] for f in fields}
+    number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
+    if not all(number(v) for f in fields for v in values[f]):
+        return None
+    config = dataclasses.replace(base, **{f: max(values[f]) for f in fields})
+    integral = lambda f: all(isinstance(v, numbers.Integral) for v in values[f])
+    return config, {f: jnp.asarray(values[f], jnp.int32 if integral(f) else jnp.float32) for f in fields}
+
+
+def _default_chunk(folds: int, devices) -> int:
+    """Fits per call of a one-programme search: 1 on a CPU, the folds of a grid point elsewhere."""
+    platform = (list(devices) if devices else jax.local_devices())[0].platform
+    return 1 if platform == "cpu" else folds
 
 
 def tune(
@@ -122,6 +179,8 @@ def tune(
     horizon: int | None = None,
     donut: int = 0,
     rule: str = "min",
+    batch_grid: bool | None = None,
+    chunk_size: int | None = None,
     devices: Sequence | None = None,
 ) -> Tuning:
     """Chooses config values by K-fold cross-validation on held-out untreated cells.
@@ -132,12 +191,25 @@ def tune(
       panel: a validated :class:`Panel`.
       config, method, covariates: the base method, as in :func:`codeal_jax.estimate`.
       grid: field -> values to search, e.g. ``{"rank": [1, 2, 3, 4]}``; the
-        cartesian product is searched. List values from the simplest model
+        cartesian product is searched. A nested config's field is written
+        ``"covariates.steps"``; ``"covariates"`` takes removal names
+        (``["dnn", "linear", "none"]``). List values from the simplest model
         to the most complex: the ``"1se"`` rule picks the first point within
         one standard error of the best.
       folds, holdout, horizon, donut: the folds (:func:`cv_folds`).
       rule: ``"min"`` (lowest mean CV error) or ``"1se"``.
-      devices: devices to split the folds over (default: all local devices).
+      batch_grid: fit all grid points x folds as one programme (the method
+        takes the searched fields traced, ``Method.traced``: CoDEAL's
+        ``rank``); None (default): whenever the method can; False: one
+        programme per grid point (each compiles). Both give the same errors
+        up to float rounding.
+      chunk_size: fits per compiled call of the one-programme search (bounds
+        memory). Default: one fit per call (per device) on a CPU, where
+        batching fits of Config 2's size under ``vmap`` ran slower than one
+        after another (``benchmarks/bench_tuning.py``), and one grid point's
+        K folds per call on an accelerator. A search of one programme per grid
+        point runs each point's K folds in one call.
+      devices: devices to split the fits over (default: all local devices).
 
     Returns:
       A :class:`Tuning`; ``tuning.config`` is ready for ``estimate`` and ``infer``.
@@ -161,11 +233,26 @@ def tune(
     held, train = cv_folds(k_folds, panel, folds, holdout, horizon, donut)
     data = panel.without_labels()
     fold_keys = jax.random.split(k_fits, folds)  # the same keys at every grid point: a paired comparison
-    errors = np.empty((len(points), folds))
-    for g, fit in enumerate(fits):
-        mse, status = batching.map_batched(functools.partial(_fold_errors, fit=fit), data,
-                                           (fold_keys, jnp.asarray(held), jnp.asarray(train)), devices=devices)
-        errors[g] = np.where((np.asarray(status) == Status.OK) & np.isfinite(mse), mse, np.nan)
+    g_count = len(points)
+    traced = _traced_grid(base, points) if batch_grid is not False else None
+    if batch_grid and traced is None:
+        raise ValueError(f"{type(base).__name__} cannot fit the grid over {sorted(points[0])} as one programme "
+                         f"(traced fields: {list(registry.method_of(base).traced)}); use batch_grid=None")
+    if traced is not None:  # every (grid point, fold): one programme
+        config, hyper = traced
+        hyper = jax.tree.map(lambda v: jnp.repeat(v, folds), hyper)
+        args = (fold_keys[np.tile(np.arange(folds), g_count)], np.tile(held, (g_count, 1, 1)),
+                np.tile(train, (g_count, 1, 1)), hyper)
+        mse, status = batching.map_batched(functools.partial(_fold_errors, fit=plan(panel, config)), data, args,
+                                           chunk_size=chunk_size or _default_chunk(folds, devices), devices=devices)
+        mse, status = np.reshape(mse, (g_count, folds)), np.reshape(status, (g_count, folds))
+    else:
+        mse, status = np.empty((g_count, folds)), np.empty((g_count, folds), int)
+        for g, fit in enumerate(fits):
+            args = (fold_keys, jnp.asarray(held), jnp.asarray(train), {})
+            mse[g], status[g] = batching.map_batched(functools.partial(_fold_errors, fit=fit), data, args,
+                                                     chunk_size=chunk_size, devices=devices)
+    errors = np.where((status == Status.OK) & np.isfinite(mse), mse, np.nan)
     tuning = Tuning(base, tuple(points), errors, 0, rule)
     mean, se = tuning.mean, tuning.se
     if not np.isfinite(mean).any():
