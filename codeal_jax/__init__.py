@@ -44,6 +44,7 @@ from .registry import unregister as unregister
 from .result import Result as Result
 from .result import Status as Status
 from .runtime import enable_compilation_cache as enable_compilation_cache
+from .runtime import start_distributed as start_distributed
 from .runtime import tune_cpu as tune_cpu
 from .tuning import Tuning as Tuning
 from .tuning import cv_folds as cv_folds
@@ -84,6 +85,7 @@ __all__ = [
     "pretrend_test",
     "register",
     "spectral",
+    "start_distributed",
     "tune",
     "tune_cpu",
     "unregister",

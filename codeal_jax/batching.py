@@ -4,6 +4,11 @@ A batch of draws (resampling draws, replications) runs as ``jit(vmap(fn))``
 with its leading axis split over a one-axis ``Mesh`` of the devices. Chunks
 bound memory; every chunk has the same width (the last one is padded by
 repeating its final element), so the programme compiles once.
+
+With several processes (``jax.distributed``) the mesh may hold other
+processes' devices: :func:`put_batch` builds such a global array from the
+values every process holds, :func:`fetch` brings a global result back to every
+process, and :func:`gather_processes` lets processes compare host values.
 """
 
 from __future__ import annotations
@@ -20,6 +25,44 @@ def shardings(devices: Sequence) -> tuple[NamedSharding, NamedSharding]:
     """``(split along the leading axis, replicated)`` over a one-axis mesh of ``devices``."""
     mesh = Mesh(np.asarray(devices), ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+
+
+def put_batch(values: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """``values`` (B, ...), held in full by every process, as an array split by ``sharding``.
+
+    Each process places only the slices of its own devices. (``device_put``
+    onto devices of several processes would first compare the values across
+    processes, a collective per call.)
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(values, sharding)
+    return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
+
+
+def fetch(tree: Any) -> Any:
+    """A pytree of arrays as numpy arrays of their global shapes, on every process.
+
+    Arrays on other processes' devices are gathered with a collective, so every
+    process must call this with arrays of the same shapes and shardings.
+    """
+    if all(getattr(a, "is_fully_addressable", True) for a in jax.tree.leaves(tree)):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def gather_processes(values: np.ndarray) -> np.ndarray:
+    """Every process's ``values`` (int32 of one shape everywhere), stacked: (P, ...).
+
+    One process: ``values[None]``, without a collective. Every process must call it.
+    """
+    values = np.asarray(values, np.int32)
+    if jax.process_count() == 1:
+        return values[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values, tiled=False)).reshape(-1, *values.shape)
 
 
 def padded_width(chunk: int, n_devices: int) -> int:

@@ -1,4 +1,4 @@
-"""Process-wide settings: tuned XLA:CPU flags, host devices to shard over, the compilation cache.
+"""Process-wide settings: tuned XLA:CPU flags, host devices, the compilation cache, several processes.
 
 XLA reads ``XLA_FLAGS`` once, when JAX creates its CPU backend, and aborts the
 process on a flag it does not know. So the tuned flags are applied only for
@@ -11,6 +11,11 @@ tens of seconds and fits in a few), so the command-line tools, the examples
 and the reproduction scripts keep compiled programmes in JAX's persistent
 cache (:func:`enable_compilation_cache`): a second run on a panel of the same
 shape loads them instead of compiling again.
+
+A study can run over several processes (one per host on a GPU cluster) with
+JAX's multi-controller runtime: every process calls :func:`start_distributed`
+before JAX computes anything, then runs the same programme
+(``docs/studies.md``, "Across processes and hosts").
 
 Measured on a 2-core AMD EPYC (AVX2), jaxlib 0.10.2, side by side in one run
 (``docs/performance.md``): with XLA's YNNPACK fusions off,
@@ -177,3 +182,67 @@ def enable_compilation_cache(path: str | None = None, environ=None, announce: bo
 
         print(f"compilation cache: {path} (CODEAL_JAX_CACHE=0 or --no-cache to turn off)", file=sys.stderr)
     return path
+
+
+def _coordinator(address: str) -> str:
+    """``address`` checked to be ``HOST:PORT`` (port 1-65535)."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"coordinator must be HOST:PORT with a port in 1-65535, got {address!r}")
+    return address
+
+
+def start_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    heartbeat_timeout_s: int | None = None,
+) -> tuple[int, int]:
+    """Joins this process to a multi-process JAX run (``jax.distributed.initialize``).
+
+    Every process of the run calls this with the same ``coordinator`` and
+    ``num_processes`` and its own ``process_id``, before JAX computes
+    anything; afterwards ``jax.devices()`` lists the devices of all processes
+    and :func:`codeal_jax.sim.run_study` shards replications over them. Process
+    0 hosts the coordinator at ``coordinator``, so that address must be one of
+    process 0's and reachable from the others. Arguments left None are read by
+    JAX from the cluster's environment (SLURM, Open MPI, Kubernetes;
+    ``JAX_COORDINATOR_ADDRESS`` for the address).
+
+    A process that dies takes the others down after ``heartbeat_timeout_s``
+    (JAX's default 100 s): the run then resumes from its ``out_dir``.
+
+    Args:
+      coordinator: ``HOST:PORT`` of process 0's coordinator service.
+      num_processes: processes in the run (>= 1).
+      process_id: this process's index, 0 to ``num_processes - 1``.
+      heartbeat_timeout_s: seconds without a heartbeat after which a process
+        counts as dead (default: JAX's).
+
+    Returns:
+      ``(process_index, process_count)`` as JAX now reports them.
+
+    Raises:
+      ValueError: malformed arguments, or JAX's backend already started (a
+        computation or a device query came first).
+    """
+    if coordinator is not None:
+        _coordinator(coordinator)
+    if num_processes is not None and int(num_processes) < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if process_id is not None and (int(process_id) < 0 or (num_processes is not None and process_id >= num_processes)):
+        raise ValueError(f"process_id must be in 0..num_processes-1, got {process_id} of {num_processes}")
+    if heartbeat_timeout_s is not None and int(heartbeat_timeout_s) < 1:
+        raise ValueError(f"heartbeat_timeout_s must be >= 1, got {heartbeat_timeout_s}")
+    if _backend_started():
+        raise ValueError("start_distributed must run before JAX computes anything or lists its devices")
+    import jax
+
+    # Collectives between CPU processes (gathering a chunk's metrics) need a
+    # CPU collectives library: jaxlib 0.10 uses gloo by default, older ones none.
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") == "none":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    extra = {} if heartbeat_timeout_s is None else {"heartbeat_timeout_seconds": int(heartbeat_timeout_s)}
+    jax.distributed.initialize(coordinator, num_processes, process_id, **extra)
+    return jax.process_index(), jax.process_count()

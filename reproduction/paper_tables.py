@@ -6,6 +6,7 @@ Usage (from the repository root):
   python -m reproduction.paper_tables --tables 2 --methods codeal,mc_nnm --progress
   python -m reproduction.paper_tables --quick --tables 4b --cells c3r5-linear   # tiny smoke run
   python -m reproduction.paper_tables --list               # the cells, in run order
+  python -m reproduction.paper_tables --coordinator HOST:PORT --num-processes 2 --process-id I   # on 2 hosts
 
 A *cell* is one simulated study: a DGP (paper Config, factor generator,
 covariate generator and, for the staggered Configs 3-4, the number of adoption
@@ -33,6 +34,12 @@ Outputs, rewritten after every cell: ``<results>/paper_table_<t>.md`` (ours
 "mean (se)" beside the published "mean (se)", z = (ours - published) /
 sqrt(se_ours^2 + se_pub^2), |z| counts, fit time, machine and command) and
 ``<results>/paper_table_<t>.csv`` (the same numbers at full precision).
+
+Several processes (one per host, ``jax.distributed``; ``docs/studies.md``)
+run every cell's replications over all their devices when each is started
+with the same arguments plus ``--coordinator``, ``--num-processes`` and its
+own ``--process-id`` (or ``--distributed`` under SLURM). ``--out`` must be on a
+filesystem they share; process 0 writes the records and the tables.
 """
 
 from __future__ import annotations
@@ -217,6 +224,8 @@ def machine_line() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     line = f"{dev.platform}:{dev.device_kind}, {cores} CPU cores usable, {platform.processor() or platform.machine()}"
     line += f", jax {jax.__version__}"
+    if jax.process_count() > 1:
+        line += f", {jax.process_count()} processes"
     if flags := os.environ.get("XLA_FLAGS", "").strip():  # tune_cpu's flags change the timings
         line += f", XLA_FLAGS `{flags}`"
     return f"{line}, {len(jax.devices())} device(s), {platform.system()} {platform.machine()}"
@@ -237,8 +246,11 @@ def run_cell(cell: Cell, methods, args, key, machine: str) -> CellResult:
         tag = "all" if tuple(names) == PAPER_METHODS else "+".join(names)
         return os.path.join(args.runs_dir, f"{cell.slug}_s{args.seed}_{tag}")
 
-    # Fast path: a finished study of every requested method needs no compilation.
-    result = sim.load_study(key, dgp, runs, args.reps, cell_dir(methods))
+    # Fast path: a finished study of every requested method needs no compilation. Several processes
+    # must take the same path: they leave it to run_study, which reads a finished study back
+    # without compiling once they agree on what the directory holds.
+    read_back = sim.load_study if jax.process_count() == 1 else (lambda *a: None)
+    result = read_back(key, dgp, runs, args.reps, cell_dir(methods))
     resumed = result is not None
     if result is None:
         # Methods that cannot handle the design leave their rows "n/a".
@@ -255,7 +267,7 @@ def run_cell(cell: Cell, methods, args, key, machine: str) -> CellResult:
         if not runs:
             return CellResult(cell, {}, unavailable, 0.0, [], False)
         folder = cell_dir([m for m, _ in runs])
-        result = sim.load_study(key, dgp, runs, args.reps, folder)
+        result = read_back(key, dgp, runs, args.reps, folder)
         resumed = result is not None
         if result is None:
             t0 = time.perf_counter()
@@ -268,7 +280,8 @@ def run_cell(cell: Cell, methods, args, key, machine: str) -> CellResult:
                 out_dir=folder,
                 progress=args.progress,
             )
-            _add_timing(folder, time.perf_counter() - t0, machine)
+            if jax.process_index() == 0:  # process 0 writes, as run_study does
+                _add_timing(folder, time.perf_counter() - t0, machine)
     else:
         folder = cell_dir(methods)
     timing = _read_timing(folder)
@@ -427,6 +440,8 @@ def _csv_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from codeal_jax.cli.common import add_distributed_options
+
     ap = argparse.ArgumentParser(
         prog=" ".join(COMMAND), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -442,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help=f"tiny sizes ({QUICK_SIZES}) and {QUICK_REPS} replications")
     ap.add_argument("--progress", action="store_true", help="run_study progress bars")
     ap.add_argument("--list", action="store_true", help="print the selected cells in run order and exit")
+    add_distributed_options(ap)
     return ap
 
 
@@ -500,30 +516,37 @@ def main(argv=None) -> int:
             print(f"{cell.slug}\ttables {tables}")
         return 0
 
+    from codeal_jax.cli.common import start_distributed
+
+    start_distributed(args)  # several processes: before JAX computes anything
     import jax
 
+    leader = jax.process_index() == 0  # process 0 reports and writes the tables
+    say = print if leader else (lambda *a, **k: None)  # the other processes run quietly
     key = jax.random.key(args.seed)
     machine = machine_line()
-    print(f"paper_tables: {len(order)} cells, {args.reps} replications, methods {','.join(args.methods)}; {machine}",
+    say(f"paper_tables: {len(order)} cells, {args.reps} replications, methods {','.join(args.methods)}; {machine}",
           file=sys.stderr)
     done: dict[str, CellResult] = {}
     start = time.perf_counter()
     for i, cell in enumerate(order, 1):
-        print(f"[{i}/{len(order)}] {cell.slug} ...", file=sys.stderr, flush=True)
+        say(f"[{i}/{len(order)}] {cell.slug} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         done[cell.slug] = res = run_cell(cell, args.methods, args, key, machine)
         how = "read back from disk" if res.resumed else "ran"
-        print(
+        say(
             f"[{i}/{len(order)}] {cell.slug}: {how} in {time.perf_counter() - t0:.1f} s "
             f"(elapsed {time.perf_counter() - start:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
         for t in args.tables:
-            if cell.slug in per_table[t]:
+            if cell.slug in per_table[t] and leader:
                 wall = time.perf_counter() - start
                 write_table(t, pub, done, args.methods, args, machine, command, len(per_table[t]), wall)
-    print(f"paper_tables: done in {time.perf_counter() - start:.0f} s; fragments in {args.results}", file=sys.stderr)
+    say(f"paper_tables: done in {time.perf_counter() - start:.0f} s; fragments in {args.results}", file=sys.stderr)
+    if not leader:
+        return 0
     for t in args.tables:
         path = os.path.join(args.results, f"paper_table_{t}.md")
         if os.path.exists(path) and any(s in done for s in per_table[t]):

@@ -21,6 +21,31 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                    help="compile afresh and keep nothing (also CODEAL_JAX_CACHE=0)")
 
 
+def add_distributed_options(p: argparse.ArgumentParser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id``, ``--distributed``: one study over several processes."""
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="several processes (one per host): process 0's address for jax.distributed; start every "
+                        "process with the same arguments and its own --process-id")
+    p.add_argument("--num-processes", type=int, default=None, help="several processes: how many")
+    p.add_argument("--process-id", type=int, default=None, help="several processes: this one's index, 0 to N-1")
+    p.add_argument("--distributed", action="store_true",
+                   help="several processes, with what the three flags above leave out read by JAX from the "
+                        "cluster's environment (SLURM, Open MPI); implied by any of them")
+
+
+def wants_distributed(args) -> bool:
+    """Whether the parsed arguments ask for a multi-process run."""
+    return args.distributed or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+
+
+def start_distributed(args) -> None:
+    """Joins the multi-process run the arguments ask for (before JAX computes anything); else nothing."""
+    if wants_distributed(args):
+        from ..runtime import start_distributed as start
+
+        start(args.coordinator, args.num_processes, args.process_id)
+
+
 def start_cache(args) -> None:
     """Turns on the compilation cache the options ask for and says so on stderr (before any compile)."""
     from ..runtime import enable_compilation_cache

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .common import add_cache_options, check_out_dir, markdown
+from .common import (add_cache_options, add_distributed_options, check_out_dir, markdown, start_distributed,
+                     wants_distributed)
 
 FACTORS = ("linear", "sine", "polynomial", "relu_mlp")
 COVARIATES = ("none", "matrix_linear", "vector_linear", "tanh", "poly", "log", "relu")
@@ -30,7 +31,8 @@ def add_parser(sub) -> None:
                         "(the paper, default) or the whole sub-panel with its treated outcomes (the staggered script)")
     s.add_argument("--chunk-size", type=int, default=None, help="replications per compiled chunk")
     s.add_argument("--devices", type=int, default=None,
-                   help="shard replications over N devices (on a CPU, N host devices are created)")
+                   help="shard replications over N devices (on a CPU, N host devices are created); "
+                        "with several processes, N devices of each")
     s.add_argument("--out", default=None, help="directory for per-chunk CSVs, settings and the summary (resumable)")
     s.add_argument("--inference", default=None, choices=["bootstrap", "jackknife", "placebo", "conformal"],
                    help="measure the coverage of this procedure's intervals instead of the accuracy table")
@@ -42,6 +44,7 @@ def add_parser(sub) -> None:
     s.add_argument("--tau-sd", type=float, default=None, help="SD of the unit effects (the paper: 5)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_cache_options(s)
+    add_distributed_options(s)
     s.set_defaults(run=run)
 
 
@@ -90,6 +93,23 @@ def _coverage(args, dgp, runs) -> int:
     return 0
 
 
+def per_process_devices(devices, n: int | None) -> list | None:
+    """The first ``n`` devices of every process (None: all of them).
+
+    Raises:
+      ValueError: if a process has fewer than ``n``.
+    """
+    if n is None:
+        return None
+    mine: dict[int, list] = {}
+    for d in devices:
+        mine.setdefault(d.process_index, []).append(d)
+    short = {p: len(ds) for p, ds in mine.items() if len(ds) < n}
+    if short:
+        raise ValueError(f"--devices {n} but processes have only {short} devices")
+    return [d for p in sorted(mine) for d in mine[p][:n]]
+
+
 def run(args) -> int:
     """Runs the study of the parsed arguments, prints its table and writes the summary to ``--out``."""
     # Cheap argument checks first: before JAX starts or anything compiles.
@@ -99,9 +119,12 @@ def run(args) -> int:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     check_out_dir(args.out)
     names = _names(args.methods)
+    if args.inference is not None and wants_distributed(args):
+        raise ValueError("--inference runs in one process; drop --coordinator, --num-processes and --process-id")
     from ..runtime import force_host_devices
 
     force_host_devices(args.devices)  # before the backend starts: on a CPU the host devices to shard over
+    start_distributed(args)  # several processes: before JAX computes anything
     import jax
 
     from .. import sim
@@ -124,7 +147,9 @@ def run(args) -> int:
         overrides["n_control"] = args.controls
     dgp = sim.config_preset(args.config, **overrides)
     devices = None
-    if args.devices:
+    if args.devices and jax.process_count() > 1:
+        devices = per_process_devices(jax.devices(), args.devices)
+    elif args.devices:
         available = jax.devices()
         if args.devices > len(available):
             raise ValueError(f"--devices {args.devices} but only {len(available)} devices are available")
@@ -138,10 +163,14 @@ def run(args) -> int:
     table = result.table(("cf_mae", "cf_mse", "unit_att_mae"))
     summary = result.summary()
     table["failures"] = summary["failures"].astype(int)
+    if jax.process_index() != 0:  # every process holds the table; process 0 reports it
+        return 0
     title = (
         f"Config {args.config}, factor={args.factor}, covariate={args.covariate}, "
         f"removal={args.covariate_removal}, reps={args.reps}; mean (standard error); {result.elapsed:.1f} s"
     )
+    if jax.process_count() > 1:
+        title += f"; {jax.process_count()} processes, {len(devices or jax.devices())} devices"
     print(title)
     print(markdown(table))
     if args.out:

@@ -7,10 +7,20 @@ programme against the free memory), runs each chunk's programme
 directory (:mod:`~codeal_jax.sim.store`) and reports progress. Replication j
 always uses the key ``fold_in(key, j)``, so results do not depend on the chunk
 size, the number of devices or on which chunks were resumed from disk.
+
+Several processes (``jax.distributed``; one per host on a cluster) run a study
+by calling ``run_study`` with the same arguments: the mesh spans every
+process's devices, each chunk is split over all of them, every process gathers
+the chunk's metrics, and process 0 alone writes the records, so a directory
+looks the same whatever the number of processes. Before the first chunk the
+processes compare their arguments, what they read from ``out_dir`` (which
+must be on a filesystem they all see) and their chunk sizes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from typing import Sequence
@@ -21,6 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import memory
+from ..batching import fetch, gather_processes, put_batch
 from ..driver import UNSET
 from .dgp import DGPConfig
 from .programmes import Structure, chunk_programme, data_programme, fit_programme, shardings
@@ -50,7 +61,7 @@ def _fit_memory(key, dgp, runs, devices: tuple, chunk: int, auto: bool) -> int:
     n_dev = len(devices)
     width = -(-chunk // n_dev) * n_dev
     need = _chunk_bytes(key, dgp, runs, devices, width)
-    free = memory.available_bytes(devices[0])
+    free = memory.available_bytes(_own_devices(devices)[0])
     if need is None or free is None:
         return chunk
     budget = int(free * MEMORY_HEADROOM)
@@ -75,6 +86,79 @@ def _chunk_bytes(key, dgp, runs, devices: tuple, width: int) -> int | None:
     fit_fn = fit_programme(Structure.of(dgp), runs, devices)
     compiled = fit_fn.lower(key, idx, jax.tree.map(place, panels), jax.tree.map(place, truths)).compile()
     return memory.compiled_bytes(compiled)
+
+
+def _own_devices(devices: tuple) -> list:
+    """The devices of ``devices`` that this process drives."""
+    return [d for d in devices if d.process_index == jax.process_index()]
+
+
+def _check_devices(devices: tuple) -> None:
+    """Refuses a device list that leaves a process without work (every process must own one)."""
+    if not devices:
+        raise ValueError("devices is empty")
+    owners = {d.process_index for d in devices}
+    missing = sorted(set(range(jax.process_count())) - owners)
+    if missing:
+        raise ValueError(
+            f"devices must include devices of every process of the run; processes {missing} have none "
+            "(leave devices unset to use all of them)"
+        )
+
+
+def _fingerprint(*parts) -> np.ndarray:
+    """Four int32 words hashing ``parts`` (JSON-normal), to compare arguments across processes."""
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return np.frombuffer(hashlib.sha256(text.encode()).digest()[:16], np.int32).copy()
+
+
+def _together(step, describe: str):
+    """Runs ``step()`` on every process; if it raised ``ValueError`` anywhere, raises on every process.
+
+    A process that failed alone would otherwise leave the others waiting in
+    the next collective.
+
+    Returns:
+      ``step()``'s value (this process's).
+    """
+    if jax.process_count() == 1:
+        return step()
+    try:
+        value, error = step(), None
+    except ValueError as e:
+        value, error = None, e
+    failed = gather_processes(np.asarray([error is not None]))[:, 0]
+    if error is not None:
+        raise error
+    if failed.any():
+        raise ValueError(f"{describe} failed on process(es) {np.flatnonzero(failed).tolist()}; see their output")
+    return value
+
+
+def _agree_on_start(fingerprint: np.ndarray, finished: np.ndarray) -> None:
+    """Checks that every process runs the same study and read the same finished replications.
+
+    Also a barrier: no process writes to ``out_dir`` before all have read it.
+
+    Args:
+      fingerprint: (4,) hash of this process's arguments.
+      finished: (reps,) this process's finished replications from ``out_dir``.
+
+    Raises:
+      ValueError: on every process, if they differ.
+    """
+    prints = gather_processes(fingerprint)
+    if (prints != prints[0]).any():
+        raise ValueError(
+            "the processes called run_study with different arguments (key, DGP, methods, reps, chunk_size, "
+            "devices, or out_dir given or not); every process must run the same study"
+        )
+    seen = gather_processes(finished)
+    if (seen != seen[0]).any():
+        raise ValueError(
+            "the processes read different finished replications from out_dir; put out_dir on a filesystem "
+            "that every process sees (a shared one on a cluster)"
+        )
 
 
 def run_study(
@@ -107,19 +191,23 @@ def run_study(
         automatically when XLA's memory analysis of the compiled chunk says it
         would not fit the free device (or host) memory; an explicit chunk that
         would not fit is refused with the bytes it needs.
-      devices: devices to shard the replications over (default: all local
-        devices).
+      devices: devices to shard the replications over (default: all
+        devices, those of every process in a multi-process run; a list given
+        must hold devices of every process).
       out_dir: optional directory for resumable results: ``settings.json`` and
-        one ``chunk_<first>-<last>.csv`` per finished chunk.
-      progress: show a tqdm progress bar.
+        one ``chunk_<first>-<last>.csv`` per finished chunk. With several
+        processes, on a filesystem they all see; process 0 writes it.
+      progress: show a tqdm progress bar (process 0's only).
 
     Returns:
       A :class:`StudyResult` (per-replication ``data``, ``summary()``,
-      ``table()``, ``failures``).
+      ``table()``, ``failures``), the whole study on every process.
 
     Raises:
-      ValueError: for bad arguments, a method that cannot handle the design, or
-        an ``out_dir`` written with different settings.
+      ValueError: for bad arguments, a method that cannot handle the design, an
+        ``out_dir`` written with different settings, or (several processes)
+        processes that disagree on the arguments or on what ``out_dir`` holds;
+        raised on every process.
     """
     start_time = time.perf_counter()
     if not isinstance(dgp_config, DGPConfig):
@@ -128,39 +216,52 @@ def run_study(
         raise ValueError(f"reps must be >= 1, got {reps}")
     reps = int(reps)
     runs = method_runs(methods, covariates)
-    devices = tuple(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices is empty")
+    devices = tuple(jax.devices() if devices is None else devices)
+    _check_devices(devices)
     n_dev = len(devices)
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    leader = jax.process_index() == 0  # the one process that writes out_dir
 
     chunk_fn = chunk_programme(dgp_config, runs, devices)
     split, _ = shardings(devices)
     labels = [r.label for r in runs]
     settings = study_settings(key, dgp_config, runs)
 
-    done = None
-    if out_dir is not None:
-        out_dir = os.fspath(out_dir)
-        done = open_dir(out_dir, settings, dgp_config, [r.config for r in runs])
+    def read_dir():
+        if out_dir is None:
+            return None
+        return open_dir(os.fspath(out_dir), settings, dgp_config, [r.config for r in runs], write=leader)
+
+    done = _together(read_dir, "reading out_dir")
+    out_dir = None if out_dir is None else os.fspath(out_dir)
     finished = set() if done is None else set(done["rep"].astype(int))
     todo = np.asarray([j for j in range(reps) if j not in finished], np.int64)
     frames = [] if done is None else [done[done["rep"] < reps]]
+    if jax.process_count() > 1:
+        ids = [d.id for d in devices]
+        # Not out_dir's path: hosts may mount a shared filesystem at different places.
+        prints = _fingerprint(settings, reps, chunk_size, ids, out_dir is None)
+        _agree_on_start(prints, np.isin(np.arange(reps), todo, invert=True))
 
     auto = chunk_size is None
     chunk_size = min(reps, DEFAULT_CHUNK) if auto else int(chunk_size)
     if len(todo):  # the memory check compiles; a finished study needs no compilation
-        chunk_size = _fit_memory(key, dgp_config, runs, devices, chunk_size, auto)
+        chunk_size = _together(
+            lambda: _fit_memory(key, dgp_config, runs, devices, chunk_size, auto), "planning the chunk size"
+        )
+        # Free memory differs between hosts: all take the smallest chunk (a multiple of n_dev when shrunk).
+        chunk_size = int(gather_processes(np.asarray([chunk_size])).min())
     width = -(-chunk_size // n_dev) * n_dev  # padded chunk: a multiple of the device count
 
-    with tqdm(total=reps, initial=reps - len(todo), disable=not progress, desc="replications", unit="rep") as bar:
+    show = progress and leader
+    with tqdm(total=reps, initial=reps - len(todo), disable=not show, desc="replications", unit="rep") as bar:
         for lo in range(0, len(todo), int(chunk_size)):
             idx = todo[lo : lo + int(chunk_size)]
             padded = np.concatenate([idx, np.full(width - len(idx), idx[-1])]).astype(np.uint32)
-            out = chunk_fn(key, jax.device_put(padded, split))
+            out = fetch(chunk_fn(key, put_batch(padded, split)))  # every process gets the whole chunk
             rows = chunk_rows(out, idx, len(idx), labels)
-            if out_dir is not None:
+            if out_dir is not None and leader:
                 write_chunk(out_dir, rows)
             frames.append(rows)
             bar.update(len(idx))

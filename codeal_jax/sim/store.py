@@ -173,15 +173,20 @@ def differences(out_dir: str, new: dict, dgp, configs: Sequence) -> list[str] | 
     return sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
 
 
-def open_dir(out_dir: str, new: dict, dgp, configs: Sequence) -> pd.DataFrame | None:
+def open_dir(out_dir: str, new: dict, dgp, configs: Sequence, *, write: bool = True) -> pd.DataFrame | None:
     """Checks or writes ``settings.json``; returns the rows of finished chunks (None if there are none).
+
+    Args:
+      write: create the directory and its ``settings.json`` if missing (False:
+        only read, as every process of a multi-process study but process 0 does).
 
     Raises:
       ValueError: if the directory holds a study with other settings (:func:`differences`).
     """
-    os.makedirs(out_dir, exist_ok=True)
+    if write:
+        os.makedirs(out_dir, exist_ok=True)
     diff = differences(out_dir, new, dgp, configs)
-    if diff is None:
+    if diff is None and write:
         atomic_write(os.path.join(out_dir, SETTINGS_FILE), json.dumps(new, indent=2, sort_keys=True))
     elif diff:
         raise ValueError(
