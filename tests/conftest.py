@@ -16,6 +16,19 @@ import pytest
 import codeal_jax as cj
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programmes():
+    """Frees each test module's compiled programmes when it ends.
+
+    The default suite compiles several hundred XLA programmes in one process;
+    kept alive together their JIT-code mappings approach the kernel's default
+    ``vm.max_map_count`` (65530), and the full suite aborted inside an XLA
+    compilation near its end on a 2-core machine (never a module run alone).
+    """
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture
 def key(request):
     """A key that is distinct and reproducible per test."""
