@@ -44,8 +44,9 @@ def matmul_gflops(n: int = 2000, repeats: int = 7) -> float:
     return 2 * n**3 / med / 1e9
 
 
-def batched_matmul_gflops(units: int = 200, rows: int = 120, width: int = 64, repeats: int = 7) -> float:
-    """float32 GFLOP/s of CoDEAL's decoder layer shape, measured now.
+def batched_matmul_gflops(units: int = 200, rows: int = 120, width: int = 64, repeats: int = 7,
+                          dtype=jnp.float32) -> float:
+    """GFLOP/s of CoDEAL's decoder layer shape, measured now (float32 unless ``dtype``).
 
     One (rows, width) @ (width, width) product per unit, batched over
     ``units`` (Config 2: 200 decoders, 120 periods, 64 hidden): the shape that
@@ -54,9 +55,10 @@ def batched_matmul_gflops(units: int = 200, rows: int = 120, width: int = 64, re
     autoencoder stage.
     """
     rng = np.random.default_rng(0)
-    h = jnp.asarray(rng.normal(size=(units, rows, width)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(units, width, width)), jnp.float32)
-    f = jax.jit(lambda a, b: jnp.einsum("nth,nhk->ntk", a, b))
+    h = jnp.asarray(rng.normal(size=(units, rows, width)), dtype)
+    w = jnp.asarray(rng.normal(size=(units, width, width)), dtype)
+    # Low-precision inputs accumulate in float32, as a mixed-precision network would.
+    f = jax.jit(lambda a, b: jnp.einsum("nth,nhk->ntk", a, b, preferred_element_type=jnp.float32))
     _, med, _ = time_call(f, h, w, repeats=repeats)
     return 2 * units * rows * width * width / med / 1e9
 

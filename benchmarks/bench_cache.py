@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 
-def _write_panel(path: str, groups: int, seed: int) -> None:
+def _write_panel(path: str, groups: int, seed: int, **over) -> None:
+    """A simulated Config 3 panel (``over``: other DGP fields, e.g. smaller sizes) as a long CSV."""
     import jax
 
     from codeal_jax import sim
 
-    panel, _ = sim.simulate(jax.random.key(seed), sim.config_preset(3, n_groups=groups))
+    panel, _ = sim.simulate(jax.random.key(seed), sim.config_preset(3, n_groups=groups, **over))
     y, w, x = np.asarray(panel.y), np.asarray(panel.w), np.asarray(panel.x)
     n, t = y.shape
     cols = {"unit": np.repeat(np.arange(n), t), "time": np.tile(np.arange(t), n), "y": y.ravel(),

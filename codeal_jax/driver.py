@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import registry, staggered
+from . import memory, registry, staggered
 from .contract import ImputationConfig, Method, MethodConfig
 from .covariates import REMOVALS
 from .covariates import prepare, resolve_centering
@@ -38,6 +38,13 @@ class _Unset:
 
 
 UNSET = _Unset()  # "argument not given", distinct from None (which means "no covariate removal")
+
+# estimate() sizes a fit before running it (Plan.checked) from this many panel cells on: the
+# ahead-of-time compilation that sizes it is not cached across calls like a jitted call, and
+# smaller fits (Config 2 has 24,000 cells; 250,000 is N = 2,000 units x T = 125) need far less
+# than any machine has.
+PLAN_MEMORY_CELLS = 250_000
+MEMORY_SHARE = 0.9  # of the free memory a checked fit may take
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +89,39 @@ class Plan:
 
     def __call__(self, key: jax.Array, panel: Panel, hyper: dict | None = None) -> Result:
         return run(key, panel.without_labels(), self, hyper)
+
+    def checked(self, key: jax.Array, panel: Panel, budget: int | None = None) -> Result:
+        """Like calling the plan, after sizing the compiled fit against the free memory.
+
+        The fit is compiled ahead of time (once: the compiled programme then
+        runs), XLA's memory analysis says what it needs (arguments, outputs,
+        temporaries), and a fit that would not fit is refused before anything
+        is allocated, instead of crashing out of memory.
+
+        Args:
+          key: PRNG key.
+          panel: the panel the plan was made for.
+          budget: bytes the fit may use; default ``MEMORY_SHARE`` of the first
+            device's free memory (the host's for a CPU). Not checked when
+            neither XLA nor the device reports a figure.
+
+        Raises:
+          ValueError: the fit needs more than ``budget``; the message gives both.
+        """
+        bare = panel.without_labels()
+        compiled = run.lower(key, bare, self).compile()
+        need = memory.compiled_bytes(compiled)
+        if budget is None:
+            free = memory.available_bytes()
+            budget = None if free is None else int(free * MEMORY_SHARE)
+        if need is not None and budget is not None and need > budget:
+            n, t = panel.shape
+            raise ValueError(
+                f"fitting {self.method.name} to this {n} x {t} panel needs about {memory.format_bytes(need)} "
+                f"(XLA's memory analysis of the compiled fit) but {memory.format_bytes(budget)} is available; "
+                "fit fewer units or periods at a time, use smaller networks, or a machine with more memory"
+            )
+        return compiled(key, bare)
 
 
 def _hyper_kwargs(method: Method, config, hyper) -> dict:
@@ -241,9 +281,14 @@ def estimate(key: jax.Array, panel: Panel, config=None, *, method: str | None = 
       ``status``, ``info``).
 
     Raises:
-      ValueError: see :func:`plan`.
+      ValueError: see :func:`plan`; and, for a panel of at least
+        ``PLAN_MEMORY_CELLS`` cells, a fit that needs more memory than is free
+        (:meth:`Plan.checked`: it is sized before it runs).
     """
-    return plan(panel, config, method=method, covariates=covariates)(key, panel)
+    fit = plan(panel, config, method=method, covariates=covariates)
+    if int(np.prod(panel.shape)) >= PLAN_MEMORY_CELLS:
+        return fit.checked(key, panel)
+    return fit(key, panel)
 
 
 def default_config(method: str) -> MethodConfig:

@@ -13,6 +13,7 @@ programme picks the buckets so that little work is wasted on padding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -70,13 +71,31 @@ class Bucket:
     members: tuple[int, ...]  # indices into design.subproblems()
 
 
+def bucket_work(members: list[Subproblem], rows: int, cols: int) -> int:
+    """Decoder cells one padded bucket trains on per step (the cost :func:`plan_buckets` minimises).
+
+    Members with equal control rows whose rows add up to the padded rows train as two blocks
+    (``Blocks.split``): the controls on every period, the treated rows on the pre-periods only,
+    as a four-block fit does. Otherwise every padded cell is computed (the loss masks).
+    """
+    a = max(m.ctrl_rows for m in members)
+    b = max(m.rows - m.ctrl_rows for m in members)
+    pre = max(m.pre_cols for m in members)
+    split = a + b == rows and all(m.ctrl_rows == a for m in members)
+    return len(members) * (a * cols + b * pre if split else rows * cols)
+
+
+@functools.lru_cache(maxsize=256)  # a plan's buckets are read at every trace; a design's search takes up to ~1 s
 def plan_buckets(subs: tuple[Subproblem, ...], max_buckets: int) -> tuple[Bucket, ...]:
     """Chooses at most ``max_buckets`` padded shapes and assigns each subproblem to one.
 
     Candidate shapes are the (rows, cols) pairs the subproblems take; the
-    largest is always needed. Shapes are added greedily, each time the one
-    that most reduces the total padded cells, and every subproblem goes to the
-    smallest chosen shape that contains it.
+    largest is always needed. Every subproblem goes to the smallest chosen
+    shape that contains it, and shapes are added greedily, each time the one
+    that most reduces the training work (:func:`bucket_work`: padded cells,
+    less the treated blocks a bucket of one control count can skip). With at
+    least as many shapes as subproblems every subproblem trains alone, at the
+    cost of its own four-block fit.
     """
     rows = sorted({s.rows for s in subs})
     cols = sorted({s.cols for s in subs})
@@ -90,15 +109,20 @@ def plan_buckets(subs: tuple[Subproblem, ...], max_buckets: int) -> tuple[Bucket
         return out
 
     def total(shapes):
-        return sum(r * c for r, c in assign(shapes))
+        where = assign(shapes)
+        return sum(bucket_work([s for s, w in zip(subs, where) if w == sh], *sh) for sh in set(where))
 
     chosen = [(rows[-1], cols[-1])]
+    cur = total(chosen)
     while len(chosen) < max_buckets:
-        cur = total(chosen)
-        best = min(candidates, key=lambda sh: total(chosen + [sh]) if sh not in chosen else cur)
-        if total(chosen + [best]) >= cur:
+        scored = [(total(chosen + [sh]), sh) for sh in candidates if sh not in chosen]
+        if not scored:
+            break
+        best_total, best = min(scored)
+        if best_total >= cur:
             break
         chosen.append(best)
+        cur = best_total
     where = assign(chosen)
     buckets = []
     for shape in sorted(set(where)):

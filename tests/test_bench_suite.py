@@ -183,3 +183,25 @@ def test_committed_readme_has_the_suite_block():
     assert text.count(run_all.BEGIN) == 1 and text.count(run_all.END) == 1
     with open(os.path.join(run_all.RESULTS, "suite.md")) as f:
         assert f.read().strip() in text
+
+
+def test_scale_benchmark_fits_each_subproblem_at_its_exact_shape():
+    """bench_scale's exact arithmetic: one four-block panel per subproblem, of that subproblem's shape."""
+    import numpy as np
+
+    import codeal_jax as cj
+    from benchmarks import bench_scale
+    from codeal_jax.design import staggered_design
+
+    starts = np.array([8, 8, 6, 6, 4, 4, 10, 10])  # three adoption groups and the never-treated (10 = T)
+    w = (np.arange(10)[None, :] >= starts[:, None]).astype(float)
+    design = staggered_design(w)
+    pairs = bench_scale.exact_panels(design)
+    assert len(pairs) == len(design.subproblems()) == 6
+    for sub, panel in pairs:
+        assert panel.shape == (sub.rows, sub.cols)
+        plan = cj.plan(panel, cj.CodealConfig(rank=1))
+        (only,) = plan.design.subproblems()  # a four-block panel: its one subproblem is the original's shape
+        assert (only.rows, only.cols, only.ctrl_rows, only.pre_cols) == (sub.rows, sub.cols, sub.ctrl_rows, sub.pre_cols)
+    with pytest.raises(SystemExit):
+        bench_scale.main(["--only", "no_such_row"])

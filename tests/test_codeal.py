@@ -117,8 +117,13 @@ def test_treated_outcomes_never_leak_into_the_imputation(key):
     np.testing.assert_allclose(np.asarray(b.unit_att - a.unit_att)[8:], 1000.0, rtol=1e-5)
 
 
-def test_dnn_stage_equals_independent_networks_per_period(key):
-    """One vmapped program == T separately trained networks (same inits, own Adam each)."""
+@pytest.mark.parametrize("chunk_floats", [None, 240])
+def test_dnn_stage_equals_independent_networks_per_period(key, chunk_floats, monkeypatch):
+    """One program == T separately trained networks (same inits, own Adam each), in one chunk of
+    periods or in chunks of two (3 chunks for 5 periods: the last one padded)."""
+    if chunk_floats is not None:
+        monkeypatch.setattr(covariates, "CHUNK_FLOATS", chunk_floats)
+        assert covariates.period_chunks(20, 5, 6) == (3, 2)
     rng = np.random.default_rng(0)
     n, t, p = 20, 5, 3
     x = jnp.asarray(rng.normal(size=(n, p)), jnp.float32)

@@ -185,6 +185,28 @@ def test_plan_is_static_and_describes_the_fit():
     assert cj.plan(four, cj.DiDConfig()).design is None
 
 
+def test_a_fit_too_large_for_memory_is_refused_before_it_runs(monkeypatch):
+    """Plan.checked sizes the compiled fit (XLA's memory analysis) and runs that same programme."""
+    from codeal_jax import driver, memory
+
+    panel = cj.Panel.from_arrays(*four_block_arrays(seed=2)[:3])
+    config = cj.CodealConfig(rank=2, encoder_hidden=(8,), decoder_hidden=(8,), steps=3,
+                             covariates=cj.CovariateConfig(hidden=4, steps=3))
+    plan = cj.plan(panel, config)
+    np.testing.assert_array_equal(np.asarray(plan.checked(KEY, panel).y0_hat), np.asarray(plan(KEY, panel).y0_hat))
+    need = memory.compiled_bytes(driver.run.lower(KEY, panel.without_labels(), plan).compile())
+    assert need is not None and need > 1000
+    with pytest.raises(ValueError, match=r"16 x 12 panel needs about .* but 1000 B is available"):
+        plan.checked(KEY, panel, budget=1000)
+    # estimate() sizes panels from PLAN_MEMORY_CELLS cells on, against the free memory.
+    monkeypatch.setattr(driver, "PLAN_MEMORY_CELLS", 100)
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: need // 2)
+    with pytest.raises(ValueError, match="needs about"):
+        cj.estimate(KEY, panel, config)
+    monkeypatch.setattr(driver, "PLAN_MEMORY_CELLS", 10**9)
+    assert cj.estimate(KEY, panel, config).y0_hat.shape == panel.shape  # small panels are not sized
+
+
 def test_spectral_takes_its_key_first():
     panel = cj.Panel.from_arrays(*four_block_arrays(seed=1)[:2])
     config = cj.SpectralConfig(rank=2, allow_insufficient=True)

@@ -104,6 +104,22 @@ def test_buckets_cover_every_subproblem_once():
             assert all(subs[j].rows <= bk.rows and subs[j].cols <= bk.cols for j in bk.members)
 
 
+def test_buckets_minimise_the_training_work():
+    """The planner's cost is the decoder cells trained; with a shape each, every subproblem trains alone."""
+    from codeal_jax.staggered import bucket_work
+
+    starts = 12 - np.repeat(np.arange(6), 3) * 2
+    subs = staggered_design(staggered_w(starts, 12)).subproblems()
+    s = subs[-1]
+    assert bucket_work([s], s.rows, s.cols) == s.ctrl_rows * s.cols + (s.rows - s.ctrl_rows) * s.pre_cols
+    assert bucket_work([s], s.rows + 1, s.cols) == (s.rows + 1) * s.cols  # padded rows: no treated block to skip
+    exact = sum(bucket_work([t], t.rows, t.cols) for t in subs)
+    work = [sum(bucket_work([subs[j] for j in b.members], b.rows, b.cols) for b in plan_buckets(subs, m))
+            for m in (1, 2, 4, len(subs))]
+    assert work == sorted(work, reverse=True) and work[-1] == exact
+    assert all(len(b.members) == 1 for b in plan_buckets(subs, len(subs)))
+
+
 def test_batched_program_equals_each_subproblem_alone(key):
     """Padding + vmap is exact: same imputations as each sub-panel at its own size."""
     starts = [9, 9, 9, 7, 7, 5, 5, 5, 3, 3]

@@ -228,7 +228,7 @@ def run(args) -> int:
     key = jax.random.key(args.seed)
     inference = None
     if args.inference is None:
-        result = fit(key, panel)
+        result = fit.checked(key, panel)  # sized before it runs: too large a fit is refused, not crashed
         jax.block_until_ready(result.y0_hat)
     else:
         inference = infer(key, panel, config, procedure=args.inference, draws=args.draws, level=args.level,
