@@ -34,6 +34,15 @@ Run (from the repository root)::
     python examples/oxcgrt_vaccine_mandate.py                 # V4, paper settings
     python examples/oxcgrt_vaccine_mandate.py --policy c7_end
     python examples/oxcgrt_vaccine_mandate.py --quick         # 20 steps, 3 groups: a smoke test
+    python examples/oxcgrt_vaccine_mandate.py --tune          # CV first: MC-NNM's lambda, CoDEAL's rank
+
+``--tune`` cross-validates (5 block folds of held-out untreated days, on
+log10 cases) MC-NNM's lambda (9 values from the largest subproblem's
+lambda_max down to 1e-4 of it) and CoDEAL's rank (1..4) at the run's settings, writes
+``cv_mc_nnm.png``/``.csv`` and ``cv_codeal.png``/``.csv``, prints MC-NNM's ATT
+at its chosen lambda and fits the chosen CoDEAL. To keep the 20 CV fits within
+minutes on a CPU it defaults to 3 groups and 300 steps (``--max-groups`` and
+``--steps`` override this).
 
 It prints, for the regions with the policy in effect, the actual and the
 counterfactual (no policy) cumulative cases and deaths on the last day (sums
@@ -47,6 +56,7 @@ scale, 14-day moving averages), ``unit_effects_cases.png``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -77,9 +87,13 @@ def parse_args(argv=None):
     p.add_argument("--reversals", choices=("itt", "drop"), default="itt",
                    help="units whose policy switches back: keep them treated from the first adoption "
                         "(itt, default) or drop them")
-    p.add_argument("--max-groups", type=int, default=6, help="coarsen adoption dates into at most this many groups")
+    p.add_argument("--max-groups", type=int, default=None,
+                   help="coarsen adoption dates into at most this many groups (default 6; 3 with --tune or --quick)")
     p.add_argument("--steps", type=int, default=None, help="autoencoder steps (default: the paper's 1000)")
     p.add_argument("--quick", action="store_true", help="smoke test: 20 steps, 3 groups, 20 covariate steps")
+    p.add_argument("--tune", action="store_true",
+                   help="choose CoDEAL's rank (1..4) and MC-NNM's lambda by 5-fold CV on the cases panel first, "
+                        "plot the CV curves and fit the chosen CoDEAL (default then: --max-groups 3, --steps 300)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/oxcgrt", help="directory for figures and tables (default out/oxcgrt)")
     return p.parse_args(argv)
@@ -131,6 +145,46 @@ def last_day_totals(panel, result) -> tuple[float, float]:
     return float(np.sum(10.0**y)), float(np.sum(10.0**y0))
 
 
+TUNE_STEPS, TUNE_GROUPS = 300, 3  # --tune's defaults: 3 subproblems x 300 steps a fit
+TUNE_RANKS = (1, 2, 3, 4)
+
+
+def tune_both(key, panel, config, out, quick: bool = False):
+    """CV curves of MC-NNM's lambda and CoDEAL's rank on ``panel`` (5 block folds); returns the tuned CoDEAL.
+
+    Writes ``cv_mc_nnm.csv/.png`` and ``cv_codeal.csv/.png`` into ``out`` and
+    prints both choices and MC-NNM's ATT at its chosen lambda (same groups).
+    """
+    import jax
+
+    import codeal_jax as cj
+    from codeal_jax.io.plots import plot_cv_curve
+
+    k_mc, k_codeal, k_fit = jax.random.split(key, 3)
+    folds = 2 if quick else 5
+    mc_base = cj.MCNNMConfig(max_groups=config.max_groups, covariates=config.covariates)
+    # One lambda for every subproblem: the grid starts at the largest subproblem's lambda_max.
+    lam_max = float(np.max(cj.estimate(k_fit, panel, dataclasses.replace(mc_base, lam=1.0)).info["lambda_max"]))
+    lams = [float(lam_max * 10.0**e) for e in np.linspace(0.0, -4.0, 4 if quick else 9)]
+    searches = (("mc_nnm", k_mc, mc_base, {"lam": lams}), ("codeal", k_codeal, config,
+                                                          {"rank": [1, 2] if quick else list(TUNE_RANKS)}))
+    chosen = {}
+    for name, k, base, grid in searches:
+        t0 = time.perf_counter()
+        values = {f: [v if isinstance(v, int) else float(f"{v:.4g}") for v in vs] for f, vs in grid.items()}
+        print(f"tuning {name} over {values} ({folds} block folds) ...", flush=True)
+        tuning = cj.tune(k, panel, base, grid, folds=folds)
+        tuning.table().to_csv(os.path.join(out, f"cv_{name}.csv"), index=False)
+        plot_cv_curve(tuning, os.path.join(out, f"cv_{name}.png"), title=f"OxCGRT log10 cases: CV of {name}")
+        print(tuning.table().to_string(index=False))
+        print(f"{name}: chose {', '.join(f'{f}={getattr(tuning.config, f):.4g}' for f in grid)} "
+              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        chosen[name] = tuning.config
+    mc = cj.estimate(k_fit, panel, chosen["mc_nnm"])
+    print(f"MC-NNM at the CV lambda: ATT on log10 cases {float(mc.att):+.4f} ({cj.Status(int(mc.status)).name})")
+    return chosen["codeal"]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     path = Path(args.data)
@@ -165,12 +219,19 @@ def main(argv=None) -> int:
     n_treated = int(w.any(axis=1).sum())
     steps = 20 if args.quick else args.steps
     max_groups = 3 if args.quick else args.max_groups
+    if args.tune:  # 20 CV fits at the paper's 15 subproblems x 1000 steps would take hours on a CPU
+        steps = TUNE_STEPS if steps is None else steps
+        max_groups = TUNE_GROUPS if max_groups is None else max_groups
+    max_groups = 6 if max_groups is None else max_groups
     overrides = {"max_groups": max_groups}
     if steps is not None:
         overrides["steps"] = steps
     if args.quick:
         overrides["covariates"] = cj.CovariateConfig(steps=20)
     config = cj.CodealConfig.paper_real_data(**overrides)
+    os.makedirs(args.out, exist_ok=True)
+    if args.tune:
+        config = tune_both(jax.random.fold_in(jax.random.key(args.seed), 7), cases, config, args.out, args.quick)
     fit = cj.plan(cases, config)  # both outcomes share the treatment, hence the plan
     design = fit.design
     untreated = int((~w).sum())
@@ -202,7 +263,6 @@ def main(argv=None) -> int:
         print(f"{name:<8} {actual:>12,.0f} {cf:>15,.0f} {actual - cf:>+12,.0f} {actual / cf:>7.3f}  "
               f"{float(res.att):>+11.4f}  {status}")
 
-    os.makedirs(args.out, exist_ok=True)
     uc = tables.unit_table(cases, res_cases).rename(
         columns={"att": "att_log10_cases", "y_mean": "log10_cases_mean", "y0_hat_mean": "log10_cases_cf_mean"})
     ud = tables.unit_table(deaths, res_deaths)[["unit", "att", "y_mean", "y0_hat_mean"]].rename(

@@ -35,13 +35,14 @@ cell's second study (other variants) to ``sens_<slug>_2_s<seed>/``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import sys
 import time
 
 import pandas as pd
+
+from codeal_jax.tuning import with_fields
 
 from .paper_tables import DEFAULT_OUT, RESULTS, Cell, cell_of, fmt, load_published, machine_line, z_score
 
@@ -103,15 +104,6 @@ def study_dirs(seed: int) -> list[str]:
     return names
 
 
-def with_overrides(config, over: dict):
-    """``config`` with fields replaced; a dotted name (``"covariates.steps"``) reaches into a nested config."""
-    for name, value in over.items():
-        head, _, rest = name.partition(".")
-        value = with_overrides(getattr(config, head), {rest: value}) if rest else value
-        config = dataclasses.replace(config, **{head: value})
-    return config
-
-
 def selected(labels: tuple[str, ...], variants: list[str]) -> tuple[str, ...]:
     """The labels of ``labels`` named in ``variants``; all of them when ``variants`` is empty."""
     return tuple(label for label in labels if not variants or label in variants)
@@ -145,7 +137,7 @@ def run(args) -> pd.DataFrame:
         for label in labels:
             method, over, _ = VARIANTS[label]
             config = sim.paper_config(method, dgp, covariates=cell.covariates)
-            runs.append((label, method, with_overrides(config, over)))
+            runs.append((label, method, with_fields(config, over)))
         t0 = time.perf_counter()
         result = sim.run_study(
             key,

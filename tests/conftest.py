@@ -1,6 +1,7 @@
 """Shared fixtures: small panels and reproducible keys."""
 
 import dataclasses
+import importlib.util
 import os
 import zlib
 
@@ -76,3 +77,11 @@ def with_removal(config, removal):
         return config
     cov = dataclasses.replace(config.covariates, method=removal or "none")
     return dataclasses.replace(config, covariates=cov)
+
+
+def load_script(path, name):
+    """A script that is not a package module (``examples/*.py``), imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ Expected values (regions, dates, reversals) come from the data README and the
 regions file, computed here independently of the example's code.
 """
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from codeal_jax.design import check_adoption  # noqa: E402
+from conftest import load_script  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "oxcgrt_vaccine_mandate.py"
 DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "oxcgrt_us_canada_2021.csv").resolve()
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"shared OxCGRT data 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("oxcgrt_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "oxcgrt_example")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from codeal_jax.tuning import with_fields
 from reproduction import contrasts as con
 from reproduction import paper_tables as pt
 from reproduction import plot_tables as plot
@@ -227,7 +228,7 @@ def test_sensitivity_cells_variants_and_table():
             mean, se = sens.published_for(pub, cell, method)
             assert np.isfinite(mean) and se > 0, (cell.slug, method)
             base = paper_config(method, dgp)
-            cfg = sens.with_overrides(base, over)
+            cfg = with_fields(base, over)
             for name, value in over.items():
                 got = cfg
                 for part in name.split("."):
@@ -510,7 +511,7 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
     for _, row in table.iterrows():
         cell = cells[row["cell"]]
         config = sim.paper_config(method, cell.dgp(), covariates=cell.covariates)
-        runs = [(label, method, sens.with_overrides(config, over))]
+        runs = [(label, method, with_fields(config, over))]
         folder = os.path.join(LEAKY_RUNS, f"sens_{cell.slug}_s0")
         for reps, expect in ((50, row), (10, short[(short["cell"] == cell.slug) & (short["variant"] == what)].iloc[0])):
             result = sim.load_study(jax.random.key(0), cell.dgp(), runs, reps, folder)

@@ -155,8 +155,28 @@ def test_rank_search_is_one_programme_equal_to_separate_programmes():
                 batch_grid=True)
 
 
+def test_rank_with_an_untraced_field_is_one_programme_per_untraced_value():
+    """A grid over steps x rank: one programme per number of steps (the ranks batched in it), the same
+    CV errors and choice as one programme per grid point; batch_grid=True still refuses it."""
+    from codeal_jax.tuning import search
+
+    y, w, _, _, _ = four_block_arrays(seed=7, rank=2)
+    panel = cj.Panel.from_arrays(y, w)
+    base = cj.CodealConfig(encoder_hidden=(8, 8), decoder_hidden=(8, 8), covariates=NONE)
+    grid = {"steps": [5, 10], "rank": [1, 2]}
+    before = search._fold_errors._cache_size()
+    grouped = cj.tune(jax.random.key(4), panel, base, grid, folds=3)
+    assert search._fold_errors._cache_size() == before + 2
+    apart = cj.tune(jax.random.key(4), panel, base, grid, folds=3, batch_grid=False)
+    np.testing.assert_allclose(grouped.errors, apart.errors, rtol=1e-4)
+    assert grouped.chosen == apart.chosen and grouped.config == apart.config
+    assert [(p["steps"], p["rank"]) for p in grouped.grid] == [(5, 1), (5, 2), (10, 1), (10, 2)]
+    with pytest.raises(ValueError, match="cannot fit the grid"):
+        cj.tune(jax.random.key(4), panel, base, grid, folds=3, batch_grid=True)
+
+
 def test_nested_and_covariate_fields_in_the_grid():
-    from codeal_jax.tuning.search import _with
+    from codeal_jax.tuning import with_fields as _with
 
     base = cj.CodealConfig()
     assert _with(base, {"covariates": "linear"}).covariates == cj.CovariateConfig(method="linear")
@@ -166,6 +186,14 @@ def test_nested_and_covariate_fields_in_the_grid():
         _with(base, {"covariates.depth": 2})
     with pytest.raises(ValueError, match="covariates must be one of"):
         _with(base, {"covariates": "ridge"})
+    # Any depth of nesting; the public helper is the one tune uses.
+    leaf = dataclasses.make_dataclass("Leaf", [("a", int, 1), ("b", int, 2)], frozen=True)
+    mid = dataclasses.make_dataclass("Mid", [("leaf", leaf, dataclasses.field(default_factory=leaf))], frozen=True)
+    top = dataclasses.make_dataclass("Top", [("mid", mid, dataclasses.field(default_factory=mid)), ("k", int, 0)],
+                                     frozen=True)
+    assert _with(top(), {"mid.leaf.a": 5, "k": 3}) == top(mid(leaf(5, 2)), 3)
+    with pytest.raises(ValueError, match="Top.k has no fields to tune"):
+        _with(top(), {"k.a": 1})
     y, w, x, _, _ = four_block_arrays(seed=8)
     panel = cj.Panel.from_arrays(y, w, x)
     tuning = cj.tune(jax.random.key(0), panel, cj.DiDConfig(), {"covariates": ["linear", "none"]}, folds=3)

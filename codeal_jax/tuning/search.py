@@ -3,10 +3,11 @@
 Every grid point's config is refitted on the K folds of
 :func:`~codeal_jax.tuning.folds.cv_folds`; a fold's error is the mean squared
 error of the model's prediction on its held-out cells. When the method takes
-every searched field traced (``Method.traced``, e.g. CoDEAL's ``rank``: a
-network of the largest rank with the surplus latent units masked), all grid
-points x folds are one compiled programme under ``vmap``; otherwise each grid
-point compiles one programme of its K folds.
+a searched field traced (``Method.traced``, e.g. CoDEAL's ``rank``: a
+network of the largest rank with the surplus latent units masked), the grid
+points that share the other fields' values (e.g. ``steps``) and all their folds
+are one compiled programme under ``vmap``; otherwise each grid point compiles
+one programme of its K folds.
 """
 
 from __future__ import annotations
@@ -82,40 +83,55 @@ def _points(grid: Mapping[str, Sequence]) -> list[dict]:
     return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
 
 
-def _with(base, point: dict):
-    """``base`` with a grid point's values: ``field`` or ``field.subfield`` (a nested config's field).
+def with_fields(config, fields: Mapping[str, Any]):
+    """``config`` with some fields replaced; a dotted name reaches into a nested config.
 
-    ``covariates`` also takes a removal name (``"dnn"``, ``"linear"``, ``"none"``),
-    short for ``covariates.method``.
+    The helper behind :func:`tune`'s grid points, usable for any frozen config
+    (e.g. a study's variants of a paper setting)::
+
+        with_fields(CodealConfig(), {"rank": 2, "covariates.steps": 100})
+        with_fields(CodealConfig(), {"covariates": "linear"})  # short for covariates.method
+
+    Args:
+      config: a frozen dataclass config (e.g. ``CodealConfig()``).
+      fields: field name -> value. ``"head.sub"`` (any depth) sets ``sub`` of
+        the nested config in field ``head``, leaving its other fields alone;
+        ``"covariates"`` with a string value is short for ``"covariates.method"``
+        (a removal name: ``"dnn"``, ``"linear"``, ``"none"``).
+
+    Returns:
+      A new config of the same type (validated by its ``__post_init__``).
+
+    Raises:
+      ValueError: a field the config (or the nested config) does not have, a
+        dotted name into a field that is not a dataclass, or a value the
+        config rejects.
     """
-    fields = {f.name for f in dataclasses.fields(base)}
+    names = {f.name for f in dataclasses.fields(config)}
     direct, nested = {}, {}
-    for name, value in point.items():
+    for name, value in fields.items():
         head, _, sub = name.partition(".")
         if head == "covariates" and not sub and isinstance(value, str):
             sub = "method"
-        if head not in fields:
-            raise ValueError(f"{type(base).__name__} has no field {head!r} to tune")
+        if head not in names:
+            raise ValueError(f"{type(config).__name__} has no field {head!r} to tune")
         if sub:
             nested.setdefault(head, {})[sub] = value
         else:
             direct[head] = value
     for head, values in nested.items():
-        inner = getattr(base, head)
+        inner = getattr(config, head)
         if not dataclasses.is_dataclass(inner):
-            raise ValueError(f"{type(base).__name__}.{head} has no fields to tune (it is a {type(inner).__name__})")
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(inner)})
-        if unknown:
-            raise ValueError(f"{type(inner).__name__} has no field {unknown[0]!r} to tune")
-        direct[head] = dataclasses.replace(inner, **values)
-    return dataclasses.replace(base, **direct)
+            raise ValueError(f"{type(config).__name__}.{head} has no fields to tune (it is a {type(inner).__name__})")
+        direct[head] = with_fields(inner, values)  # nested configs validate themselves, at any depth
+    return dataclasses.replace(config, **direct)
 
 
 def _configs(panel: Panel, base, points: list[dict]) -> list:
     n, t = panel.shape
     out = []
     for point in points:
-        config = _with(base, point)
+        config = with_fields(base, point)
         ranks = point.get("rank")
         for r in np.atleast_1d(ranks) if ranks is not None else ():
             if int(r) > min(n, t):
@@ -160,6 +176,39 @@ def _traced_grid(base, points: list[dict]):
     return config, {f: jnp.asarray(values[f], jnp.int32 if integral(f) else jnp.float32) for f in fields}
 
 
+def _traced_groups(base, points: list[dict]) -> list[tuple[list[int], Any, dict]] | None:
+    """The grid split into groups that each fit as one programme, or None if no searched field is traced.
+
+    Points that share the values of the untraced fields (e.g. ``steps``) form
+    a group; within it the traced fields (e.g. ``rank``) vary, as in
+    :func:`_traced_grid`. Returns ``[(rows, config, hyper), ...]`` in order of
+    first appearance, or None when the method traces none of the searched
+    fields or a group cannot be traced.
+    """
+    method = registry.method_of(base)
+    names = list(points[0])
+    traced = [f for f in names
+              if f in method.traced and base.traces(f) and (f != "rank" or nets.rank_traceable())]
+    if not traced:
+        return None
+    keyed: list[tuple[dict, list[int]]] = []  # a list, not a dict: grid values need not be hashable
+    for i, point in enumerate(points):
+        fixed = {f: point[f] for f in names if f not in traced}
+        for values, rows in keyed:
+            if values == fixed:
+                rows.append(i)
+                break
+        else:
+            keyed.append((fixed, [i]))
+    groups = []
+    for fixed, rows in keyed:
+        one = _traced_grid(with_fields(base, fixed), [{f: points[i][f] for f in traced} for i in rows])
+        if one is None:
+            return None
+        groups.append((rows, *one))
+    return groups
+
+
 def _default_chunk(folds: int, devices) -> int:
     """Fits per call of a one-programme search: 1 on a CPU, the folds of a grid point elsewhere."""
     platform = (list(devices) if devices else jax.local_devices())[0].platform
@@ -200,9 +249,11 @@ def tune(
       rule: ``"min"`` (lowest mean CV error) or ``"1se"``.
       batch_grid: fit all grid points x folds as one programme (the method
         takes the searched fields traced, ``Method.traced``: CoDEAL's
-        ``rank``); None (default): whenever the method can; False: one
-        programme per grid point (each compiles). Both give the same errors
-        up to float rounding.
+        ``rank``); None (default): one programme per value of the untraced
+        fields (``{"steps": [50, 200], "rank": [1, 2, 3]}``: two), or one per
+        grid point when no searched field is traced; False: one programme
+        per grid point (each compiles). All give the same errors up to float
+        rounding.
       chunk_size: fits per compiled call of the one-programme search (bounds
         memory). Default: one fit per call (per device) on a CPU, where
         batching fits of Config 2's size under ``vmap`` ran slower than one
@@ -234,20 +285,21 @@ def tune(
     data = panel.without_labels()
     fold_keys = jax.random.split(k_fits, folds)  # the same keys at every grid point: a paired comparison
     g_count = len(points)
-    traced = _traced_grid(base, points) if batch_grid is not False else None
-    if batch_grid and traced is None:
+    groups = _traced_groups(base, points) if batch_grid is not False else None
+    if batch_grid and (groups is None or len(groups) > 1):
         raise ValueError(f"{type(base).__name__} cannot fit the grid over {sorted(points[0])} as one programme "
                          f"(traced fields: {list(registry.method_of(base).traced)}); use batch_grid=None")
-    if traced is not None:  # every (grid point, fold): one programme
-        config, hyper = traced
-        hyper = jax.tree.map(lambda v: jnp.repeat(v, folds), hyper)
-        args = (fold_keys[np.tile(np.arange(folds), g_count)], np.tile(held, (g_count, 1, 1)),
-                np.tile(train, (g_count, 1, 1)), hyper)
-        mse, status = batching.map_batched(functools.partial(_fold_errors, fit=plan(panel, config)), data, args,
-                                           chunk_size=chunk_size or _default_chunk(folds, devices), devices=devices)
-        mse, status = np.reshape(mse, (g_count, folds)), np.reshape(status, (g_count, folds))
+    mse, status = np.empty((g_count, folds)), np.empty((g_count, folds), int)
+    if groups is not None:  # every (grid point, fold) of a group: one programme
+        for rows, group_config, hyper in groups:
+            count = len(rows)
+            hyper = jax.tree.map(lambda v: jnp.repeat(v, folds), hyper)
+            args = (fold_keys[np.tile(np.arange(folds), count)], np.tile(held, (count, 1, 1)),
+                    np.tile(train, (count, 1, 1)), hyper)
+            m, st = batching.map_batched(functools.partial(_fold_errors, fit=plan(panel, group_config)), data, args,
+                                         chunk_size=chunk_size or _default_chunk(folds, devices), devices=devices)
+            mse[rows], status[rows] = np.reshape(m, (count, folds)), np.reshape(st, (count, folds))
     else:
-        mse, status = np.empty((g_count, folds)), np.empty((g_count, folds), int)
         for g, fit in enumerate(fits):
             args = (fold_keys, jnp.asarray(held), jnp.asarray(train), {})
             mse[g], status[g] = batching.map_batched(functools.partial(_fold_errors, fit=fit), data, args,
