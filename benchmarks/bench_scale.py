@@ -1,6 +1,6 @@
 """Speed and scale in one table: compile once, staggered cost, the FLOP floor, N, processes, the paper tables.
 
-    python -m benchmarks.bench_scale                 # every row (about 30 minutes on a 2-core CPU)
+    python -m benchmarks.bench_scale                 # every row (about 17 minutes on a 2-core CPU)
     python -m benchmarks.bench_scale --skip n20000,exact_r10   # leave out the slowest rows
     python -m benchmarks.bench_scale --tiny          # tiny shapes: checks the script, measures nothing
 
@@ -73,12 +73,9 @@ def _peak_rss() -> int:
 def row_cache(ctx, tiny):
     from . import bench_cache
 
-    with tempfile.TemporaryDirectory() as tmp:
-        csv = os.path.join(tmp, "panel.csv")
-        bench_cache._write_panel(csv, 2 if tiny else 5, 0, **({"n_units": 20, "n_periods": 20} if tiny else {}))
-        cache = os.path.join(tmp, "cache")
-        first = bench_cache._run(csv, os.path.join(tmp, "o1"), "codeal", "--cache-dir", cache)
-        second = bench_cache._run(csv, os.path.join(tmp, "o2"), "codeal", "--cache-dir", cache)
+    runs = bench_cache.cached_runs("codeal", 2 if tiny else 5, 0, no_cache=False,
+                                   **({"n_units": 20, "n_periods": 20} if tiny else {}))
+    first, second = runs["first"], runs["second"]
     return dict(row="cache", what="`codeal-jax fit`, staggered Config 3 (r = 5): first run, then with the cache",
                 result=f"{first:.1f} s, then {second:.1f} s: {first / second:.2f}x", target=">= 3x",
                 met=first / second >= 3)
@@ -250,7 +247,8 @@ def main(argv=None) -> int:
     ctx = suite.Context(quick=True, repeats=args.repeats, tiny=args.tiny, tag="scale", matmul_gflops=0.0,
                         bmm_gflops=0.0, study_reps=2 if args.tiny else 4, study_chunk=None if args.tiny else 4,
                         spectral_max_s=0.0)
-    ctx.matmul_gflops = tm.matmul_gflops(n=256 if args.tiny else 2000)
+    n_mat = 256 if args.tiny else 2000
+    ctx.matmul_gflops = tm.matmul_gflops(n=n_mat)
     wanted = ["codeal_c2"] if "floor" not in skip else []
     if "tables" not in skip:
         wanted += ["codeal_c1", "codeal_stag_c3_r5", "codeal_stag_c3_r10", "codeal_stag_c4_r5",
@@ -280,7 +278,7 @@ def main(argv=None) -> int:
 
     lines = [
         f"Command: `python -m benchmarks.bench_scale{' ' + ' '.join(sys.argv[1:] if argv is None else argv)}`. "
-        f"Machine: {tm.machine()}; float32 2000 x 2000 matmul in this run: {ctx.matmul_gflops:.1f} GFLOP/s; "
+        f"Machine: {tm.machine()}; float32 {n_mat} x {n_mat} matmul in this run: {ctx.matmul_gflops:.1f} GFLOP/s; "
         f"1-min load average before {load:.2f}, after {os.getloadavg()[0]:.2f}; "
         f"wall time {(time.perf_counter() - t_start) / 60:.0f} min; {time.strftime('%Y-%m-%d')}.",
         "",
