@@ -124,7 +124,7 @@ def row_n(ctx, tiny, n):
     import numpy as np
 
     import codeal_jax as cj
-    from codeal_jax import driver, memory
+    from codeal_jax import memory
     from codeal_jax.sim import config_preset, simulate
 
     from . import suite
@@ -136,7 +136,7 @@ def row_n(ctx, tiny, n):
     key = jax.random.key(0)
     bare = panel.without_labels()
     t0 = time.perf_counter()
-    compiled = driver.run.lower(key, bare, fit).compile()  # what Plan.checked runs
+    compiled = fit.lower(key, bare).compile()  # what Plan.checked runs
     compile_s = time.perf_counter() - t0
     planned = memory.compiled_bytes(compiled)
     runs = []

@@ -46,6 +46,7 @@ from .result import Status as Status
 from .runtime import enable_compilation_cache as enable_compilation_cache
 from .runtime import start_distributed as start_distributed
 from .runtime import tune_cpu as tune_cpu
+from .tuning import TunedConfig as TunedConfig
 from .tuning import Tuning as Tuning
 from .tuning import cv_folds as cv_folds
 from .tuning import tune as tune
@@ -69,6 +70,7 @@ __all__ = [
     "SpectralConfig",
     "SpectralResult",
     "Status",
+    "TunedConfig",
     "Tuning",
     "VertRegConfig",
     "cv_folds",

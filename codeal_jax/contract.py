@@ -117,6 +117,10 @@ class Method:
         all fit cells (identification checks, diagnostics sized by the panel).
       fit: optional ``(key, panel, config) -> Result`` replacing the driver
         (no covariate stage, no subproblems).
+      plan: optional ``(panel, config) -> Plan`` replacing the driver's
+        planning, for a method built from other methods' plans (the tuned
+        method: :mod:`codeal_jax.tuning.tuned`); the plan it returns is
+        called like any other.
       needs_adoption: the method needs an irreversible adoption design with
         never-treated units; others fit any other pattern in one piece.
       four_block_subproblem: fit a four-block panel as its one subproblem (a
@@ -136,6 +140,7 @@ class Method:
     impute: ImputeFn | None = None
     whole: WholeFn | None = None
     fit: Callable[..., Any] | None = None
+    plan: Callable[..., Any] | None = None
     needs_adoption: bool = False
     four_block_subproblem: bool = False
     check_gaps: bool = False
@@ -150,8 +155,8 @@ class Method:
             raise ValueError(f"method {self.name!r}: config must be a MethodConfig subclass, got {self.config!r}")
         if not dataclasses.is_dataclass(self.config) or not self.config.__dataclass_params__.frozen:
             raise ValueError(f"method {self.name!r}: {self.config.__name__} must be a frozen dataclass")
-        if (self.fit is None) == (self.impute is None):
-            raise ValueError(f"method {self.name!r} needs exactly one of impute (the contract) or fit")
+        if sum(f is not None for f in (self.impute, self.fit, self.plan)) != 1:
+            raise ValueError(f"method {self.name!r} needs exactly one of impute (the contract), fit or plan")
         if self.impute is not None and not issubclass(self.config, ImputationConfig):
             raise ValueError(f"method {self.name!r}: an imputation method's config must be an ImputationConfig")
         unknown = set(self.traced) - {f.name for f in dataclasses.fields(self.config)}

@@ -90,6 +90,10 @@ class Plan:
     def __call__(self, key: jax.Array, panel: Panel, hyper: dict | None = None) -> Result:
         return run(key, panel.without_labels(), self, hyper)
 
+    def lower(self, key: jax.Array, panel: Panel):
+        """The fit of ``panel`` (without labels) lowered ahead of time (``jax.stages.Lowered``)."""
+        return run.lower(key, panel, self)
+
     def checked(self, key: jax.Array, panel: Panel, budget: int | None = None) -> Result:
         """Like calling the plan, after sizing the compiled fit against the free memory.
 
@@ -109,7 +113,7 @@ class Plan:
           ValueError: the fit needs more than ``budget``; the message gives both.
         """
         bare = panel.without_labels()
-        compiled = run.lower(key, bare, self).compile()
+        compiled = self.lower(key, bare).compile()
         need = memory.compiled_bytes(compiled)
         if budget is None:
             free = memory.available_bytes()
@@ -258,6 +262,8 @@ def plan(panel: Panel, config=None, *, method: str | None = None, covariates=UNS
         raise TypeError(f"panel must be a codeal_jax.Panel (see Panel.from_arrays), got {type(panel).__name__}")
     config = configure(config, method=method, covariates=covariates)
     spec = registry.method_of(config)
+    if spec.plan is not None:
+        return spec.plan(panel, config)
     if spec.needs_adoption:
         check_adoption(panel, spec.name)
     config.check(panel)

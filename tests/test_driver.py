@@ -109,7 +109,7 @@ def test_a_registered_method_runs_in_studies_and_the_cli(unit_mean, tmp_path, ca
 
 
 def test_registry_is_the_one_table():
-    assert cj.methods() == ("codeal", "single_ae", "aemc_ne", "did", "vert_reg", "mc_nnm", "spectral")
+    assert cj.methods() == ("codeal", "single_ae", "aemc_ne", "did", "vert_reg", "mc_nnm", "spectral", "tuned")
     assert registry.paper_names() == ("codeal", "single_ae", "aemc_ne", "did", "vert_reg", "mc_nnm")
     for name in cj.methods():
         method = registry.get(name)

@@ -29,6 +29,13 @@ def add_parser(sub) -> None:
     s.add_argument("--codeal-train-inputs", default="zero_filled", choices=["zero_filled", "sub_panel"],
                    help="staggered Configs 3-4: CoDEAL's encoder input in training: zero outside the loss "
                         "(the paper, default) or the whole sub-panel with its treated outcomes (the staggered script)")
+    s.add_argument("--tuned", default="", metavar="METHODS",
+                   help="comma-separated methods to run also tuned by cross-validation inside every fit, beside "
+                        "the paper's settings (rows '<method>_tuned'; no oracle rank), e.g. codeal,mc_nnm")
+    s.add_argument("--tune", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="--tuned: the grid (repeat for several fields; default rank=1,...,8)")
+    s.add_argument("--tune-rule", default="min", choices=["min", "1se"], help="--tuned: the choice rule")
+    s.add_argument("--tune-folds", type=int, default=5, help="--tuned: cross-validation folds (default 5)")
     s.add_argument("--chunk-size", type=int, default=None, help="replications per compiled chunk")
     s.add_argument("--devices", type=int, default=None,
                    help="shard replications over N devices (on a CPU, N host devices are created); "
@@ -58,6 +65,25 @@ def _names(text: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {sorted(registry.names())} or 'all'")
     return list(names)
+
+
+def tuned_runs(args, dgp, removal, names) -> list:
+    """``--tuned``: ``(label, "tuned", TunedConfig)`` triples, each the paper config of a method with a grid."""
+    from .. import sim
+    from ..tuning import TunedConfig
+    from .fit import parse_grid
+
+    wanted = [m.strip() for m in args.tuned.split(",") if m.strip()]
+    if args.tune and not wanted:
+        raise ValueError("--tune gives the grid of --tuned methods; name them with --tuned")
+    unknown = [m for m in wanted if m not in names]
+    if unknown:
+        raise ValueError(f"--tuned {unknown}: tune methods of --methods ({', '.join(names)})")
+    grid = parse_grid(args.tune) or None
+    bases = with_train_inputs([(m, sim.paper_config(m, dgp, covariates=removal)) for m in wanted],
+                              args.codeal_train_inputs)
+    return [(f"{m}_tuned", "tuned", TunedConfig(base=base, grid=grid, folds=args.tune_folds, rule=args.tune_rule))
+            for m, base in bases]
 
 
 def with_train_inputs(runs, train_inputs: str):
@@ -156,8 +182,9 @@ def run(args) -> int:
         devices = available[: args.devices]
     removal = None if args.covariate_removal == "none" else args.covariate_removal
     runs = with_train_inputs(sim.paper_methods(names, dgp, covariates=removal), args.codeal_train_inputs)
+    runs = [(name, name, config) for name, config in runs] + tuned_runs(args, dgp, removal, names)
     if args.inference is not None:
-        return _coverage(args, dgp, runs)
+        return _coverage(args, dgp, [(label, config) for label, _, config in runs])
     result = sim.run_study(jax.random.key(args.seed), dgp, runs, args.reps, chunk_size=args.chunk_size,
                            devices=devices, out_dir=args.out, progress=not args.quiet)
     table = result.table(("cf_mae", "cf_mse", "unit_att_mae"))
@@ -171,10 +198,13 @@ def run(args) -> int:
     )
     if jax.process_count() > 1:
         title += f"; {jax.process_count()} processes, {len(devices or jax.devices())} devices"
-    print(title)
-    print(markdown(table))
+    text = title + "\n\n" + markdown(table) + "\n"
+    choices = result.choices()
+    if len(choices):
+        text += "\nGrid points chosen by cross-validation (replications)\n\n" + markdown(choices.set_index("method")) + "\n"
+    print(text, end="")
     if args.out:
         summary.to_csv(os.path.join(args.out, "summary.csv"))
         with open(os.path.join(args.out, "summary.md"), "w") as f:
-            f.write(title + "\n\n" + markdown(table) + "\n")
+            f.write(text)
     return 0

@@ -23,6 +23,7 @@ METRICS = (
     "att_error",
     "att_abs_error",
 )
+TUNED = "tuned_point"  # the column of a tuned method's chosen grid point (NaN for other methods)
 
 
 def evaluate(panel: Panel, truth: Truth, result: Result) -> dict[str, jax.Array]:
@@ -46,6 +47,8 @@ def evaluate(panel: Panel, truth: Truth, result: Result) -> dict[str, jax.Array]
       * ``att_error``: estimated minus true overall ATT (the average of tau_i
         over treated cells); ``att_abs_error`` its absolute value.
       * ``status``: the fit's status code (int32).
+      * ``tuned_point`` (a tuned method's fit only: ``info["tuned_point"]``):
+        the index of the grid point its cross-validation chose.
     """
     treated = panel.w & panel.observed
     n_cells = jnp.maximum(jnp.sum(treated), 1)
@@ -58,7 +61,7 @@ def evaluate(panel: Panel, truth: Truth, result: Result) -> dict[str, jax.Array]
     unit_err = jnp.where(units, result.unit_att - truth.tau, 0.0)
     att_true = jnp.sum(n_i * truth.tau) / n_cells
     att_err = result.att - att_true
-    return {
+    out = {
         "cf_mae": jnp.sum(jnp.abs(err)) / n_cells,
         "cf_mse": jnp.sum(err**2) / n_cells,
         "cf_mse_signal": jnp.sum(err_signal**2) / n_cells,
@@ -68,3 +71,6 @@ def evaluate(panel: Panel, truth: Truth, result: Result) -> dict[str, jax.Array]
         "att_abs_error": jnp.abs(att_err),
         "status": jnp.asarray(result.status, jnp.int32),
     }
+    if "tuned_point" in result.info:
+        out[TUNED] = jnp.asarray(result.info["tuned_point"], jnp.int32)
+    return out

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Sequence
 
 import jax
 import numpy as np
 import pandas as pd
 
-from .metrics import METRICS
+from .metrics import METRICS, TUNED
 
 
 @dataclasses.dataclass
@@ -18,7 +19,9 @@ class StudyResult:
 
     Attributes:
       data: one row per replication and method: ``rep``, ``method`` (the
-        label), ``status`` and every metric of :data:`~codeal_jax.sim.METRICS`.
+        label), ``status`` and every metric of :data:`~codeal_jax.sim.METRICS`;
+        in a study of a tuned method also ``tuned_point`` (the grid point its
+        cross-validation chose; NaN for the other methods).
       settings: the study's settings (as written to ``settings.json``).
       elapsed: wall seconds of this call (compilation included).
     """
@@ -63,6 +66,29 @@ class StudyResult:
         out.index.name = "method"
         return out
 
+    def choices(self) -> pd.DataFrame:
+        """How often each tuned method's cross-validation chose each grid point.
+
+        Returns:
+          DataFrame with columns ``method`` (the label), one column per grid
+          field (the point's values), ``count`` and ``share`` of the
+          replications with a choice; one row per grid point of every tuned
+          method (empty if the study ran none).
+        """
+        rows = []
+        for run in self.settings["methods"]:
+            if run.get("method") != "tuned" or TUNED not in self.data:
+                continue
+            grid = run["config"]["grid"]
+            names = [name for name, _ in grid]
+            picked = self.data.loc[self.data["method"] == run["label"], TUNED].dropna().astype(int)
+            picked = picked[picked >= 0]  # -1: every grid point failed
+            counts = picked.value_counts()
+            for i, values in enumerate(itertools.product(*(v for _, v in grid))):
+                rows.append({"method": run["label"], **dict(zip(names, values)), "count": int(counts.get(i, 0)),
+                             "share": counts.get(i, 0) / max(len(picked), 1)})
+        return pd.DataFrame(rows)
+
     def table(self, metrics: Sequence[str] = ("cf_mse", "cf_mae"), digits: int = 3) -> pd.DataFrame:
         """``"mean (se)"`` strings, methods by metrics, as printed in the paper."""
         s = self.summary()
@@ -80,6 +106,8 @@ def chunk_rows(out: dict, idx: np.ndarray, n_real: int, labels: list[str]) -> pd
         m = out[label]
         cols = {"rep": idx[:n_real], "method": label, "status": np.asarray(m["status"][:n_real], np.int64)}
         cols.update({name: np.asarray(m[name][:n_real], np.float64) for name in METRICS})
+        if TUNED in m:
+            cols[TUNED] = np.asarray(m[TUNED][:n_real], np.float64)
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
 
@@ -88,4 +116,5 @@ def sorted_rows(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     order = {label: i for i, label in enumerate(labels)}
     df = df.drop_duplicates(["rep", "method"], keep="first")
     df = df.assign(_o=df["method"].map(order)).sort_values(["rep", "_o"]).drop(columns="_o")
-    return df.reset_index(drop=True)[["rep", "method", "status", *METRICS]]
+    tuned = [TUNED] if TUNED in df and df[TUNED].notna().any() else []  # a study with a tuned method
+    return df.reset_index(drop=True)[["rep", "method", "status", *METRICS, *tuned]]

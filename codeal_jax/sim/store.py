@@ -29,7 +29,7 @@ SETTINGS_FILE = "settings.json"
 FORMAT = 2
 # Config fields that change how work is batched, not what is computed: a study
 # may resume under other values (tests/test_staggered.py checks exactness).
-EXECUTION_ONLY = frozenset({"max_buckets"})
+EXECUTION_ONLY = frozenset({"max_buckets", "batch_size"})
 _CHUNK_RE = re.compile(r"^chunk_(\d+)-(\d+)\.csv$")
 
 

@@ -22,6 +22,7 @@ not leak the held-out value into the fit.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..design import adoption_times
@@ -133,3 +134,69 @@ def _check(held, train, eligible, panel) -> None:
         if period.size:
             raise ValueError(f"fold {k} leaves period {_label(panel.times, period[0])} without a training cell; "
                              "use a shorter horizon, a smaller donut or more folds")
+
+
+def _dealt(key: jax.Array, member: jax.Array, k: int) -> jax.Array:
+    """Fold of each member (any shape, bool) when the members are shuffled and dealt into k nearly
+    equal parts as ``np.array_split`` deals them (the first ``count % k`` parts one larger); traced."""
+    flat = member.ravel()
+    order = jnp.where(flat, jax.random.uniform(key, flat.shape), 2.0)  # non-members rank last
+    rank = jnp.argsort(jnp.argsort(order))
+    count = jnp.sum(flat)
+    ends = jnp.cumsum(count // k + (jnp.arange(k) < count % k))
+    return jnp.searchsorted(ends, rank, side="right").reshape(member.shape)
+
+
+def traced_folds(
+    key: jax.Array,
+    panel: Panel,
+    folds: int = 5,
+    holdout: str = "blocks",
+    horizon: int | None = None,
+    donut: int = 0,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`cv_folds` as a traced function of a traced panel (inside ``jit`` and ``vmap``).
+
+    The same folds in law: the shapes of :func:`cv_folds`, with the units (or
+    cells) shuffled by ``jax.random`` instead of numpy, so a tuned fit draws
+    its folds inside a study's or a resampling draw's programme. Nothing is
+    checked here (nothing may raise under ``vmap``): the tuned method checks
+    its folds on the panel it is planned for.
+
+    Args:
+      key: PRNG key.
+      panel: (N, T) panel, possibly traced.
+      folds, holdout, horizon, donut: as in :func:`cv_folds` (static).
+
+    Returns:
+      ``(holdout, train)``, each (K, N, T) bool.
+    """
+    w = panel.w
+    eligible = panel.observed & ~w
+    n, t = w.shape
+    ks = jnp.arange(folds)[:, None, None]
+    if holdout == "cells":
+        held = eligible[None] & (_dealt(key, eligible, folds)[None] == ks)
+    else:
+        start = jnp.where(w.any(axis=1), jnp.argmax(w, axis=1), t)
+        treated = start < t
+        if horizon is None:  # default_horizon: the median treated length of the treated units
+            lengths = jnp.where(treated, t - start, jnp.nan)
+            h = jnp.where(treated.any(), jnp.maximum(1, jnp.floor(jnp.nanmedian(lengths))), 1).astype(jnp.int32)
+        else:
+            h = horizon
+        k_treated, k_never = jax.random.split(key)
+        fold_of = jnp.where(treated, _dealt(k_treated, treated, folds), _dealt(k_never, ~treated, folds))
+        count = eligible.sum(axis=1)
+        m = jnp.where(treated, jnp.minimum(h, count // 2), h)
+        from_end = jnp.cumsum(eligible[:, ::-1], axis=1)[:, ::-1]
+        late = eligible & (from_end <= m[:, None])
+        held = late[None] & (fold_of[None, :, None] == ks)
+    train = eligible[None] & ~held
+    if donut:
+        near = jnp.zeros_like(held)
+        for s in range(1, donut + 1):
+            near = near.at[:, :, s:].set(near[:, :, s:] | held[:, :, :-s])
+            near = near.at[:, :, :-s].set(near[:, :, :-s] | held[:, :, s:])
+        train &= ~near
+    return held, train

@@ -140,18 +140,29 @@ def _configs(panel: Panel, base, points: list[dict]) -> list:
     return out
 
 
+def fold_error(fit, data: Panel, key: jax.Array, held: jax.Array, train: jax.Array, hyper: dict):
+    """One fold's fit and score (traced): the held-out mean squared error and the fit's status.
+
+    Args:
+      fit: a :class:`~codeal_jax.Plan`.
+      data: (N, T) panel without labels.
+      key: the fit's PRNG key.
+      held, train: (N, T) the fold's held-out and training cells.
+      hyper: traced values of the plan's traced fields (may be empty).
+
+    Returns:
+      ``(mse (), status ())``.
+    """
+    cv = data.replace(observed=train | data.w & data.observed)
+    res = fit(key, cv, hyper)
+    err = jnp.where(held, res.y0_hat - data.y, 0.0)
+    return jnp.sum(err**2) / jnp.maximum(jnp.sum(held), 1), res.status
+
+
 @functools.partial(jax.jit, static_argnames="fit")
 def _fold_errors(data: Panel, args, fit):
     """The plan ``fit`` on a chunk of (fold, traced values): held-out MSE and status of each."""
-
-    def one(key, held, train, hyper):
-        cv = data.replace(observed=train | data.w & data.observed)
-        res = fit(key, cv, hyper)
-        err = jnp.where(held, res.y0_hat - data.y, 0.0)
-        mse = jnp.sum(err**2) / jnp.maximum(jnp.sum(held), 1)
-        return mse, res.status
-
-    return jax.vmap(one)(*args)
+    return jax.vmap(functools.partial(fold_error, fit, data))(*args)
 
 
 def _traced_grid(base, points: list[dict]):
