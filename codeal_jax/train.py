@@ -20,6 +20,25 @@ def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array
     return jnp.sum(m * (pred - target) ** 2) / jnp.maximum(jnp.sum(m), 1.0)
 
 
+def init_state(optimizer: optax.GradientTransformation, params: Any) -> Any:
+    """``optimizer.init(params)``, with every floating leaf tied to ``params`` (exactly the same values).
+
+    Under ``vmap`` (subproblems, replications, folds) the parameters are
+    batched but ``optax``'s zero moments are not, so ``lax.scan``'s batching
+    rule traces the training step a second time to find that they become
+    batched. Adding ``0 * params`` (zero: initial parameters are finite) makes
+    them batched from the start and halves that tracing; without ``vmap`` it
+    changes nothing.
+    """
+    state = optimizer.init(params)
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        return state
+    tie = 0.0 * jnp.sum(leaves[0].ravel()[:1])
+    floating = lambda a: jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+    return jax.tree.map(lambda a: a + tie.astype(a.dtype) if floating(a) else a, state)
+
+
 def train(
     loss_fn: Callable[[Any], jax.Array],
     params: Any,
@@ -49,7 +68,7 @@ def train(
         updates, state = optimizer.update(grads, state, p)
         return (optax.apply_updates(p, updates), state), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=steps)
+    (params, _), losses = jax.lax.scan(step, (params, init_state(optimizer, params)), length=steps)
     return params, losses
 
 
@@ -91,7 +110,7 @@ def train_best(
         updates, state = optimizer.update(grads, state, p)
         return (optax.apply_updates(p, updates), state, best, best_val, best_t), (loss, val)
 
-    init = (params, optimizer.init(params), params, jnp.float32(jnp.inf), jnp.int32(0))
+    init = (params, init_state(optimizer, params), params, jnp.float32(jnp.inf), jnp.int32(0))
     (p, _, best, best_val, best_t), (losses, vals) = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.int32))
     _, last = loss_fn(p)
     best, best_t = keep((best, best_t), (p, jnp.int32(steps)), last <= best_val)
