@@ -520,3 +520,27 @@ def test_committed_leaky_table_4b_records_match_their_table_and_the_10_replicati
             assert summary.loc[label, "cf_mae"] == pytest.approx(expect["mean"], rel=1e-9), (cell.slug, reps)
             assert summary.loc[label, "cf_mae_se"] == pytest.approx(expect["se"], rel=1e-9), (cell.slug, reps)
         assert abs(zero[cell.slug] - row["mean"]) > 1e-3  # not the default training's records (Table 4b's CoDEAL)
+
+
+def test_tuned_cells_rows_pair_the_replications_and_score_against_the_paper():
+    """reproduction/tuned_cells.py's row of a cell, from a study's records: the paired difference,
+    the z-score against the published cell and the ranks chosen (no fitting)."""
+    from codeal_jax.sim.results import StudyResult
+    from reproduction import tuned_cells as tc
+
+    cells = tc.cells_of("4a", ["c1-linear-matrix_linear"])
+    assert [c.slug for c in cells] == ["c1-linear-matrix_linear-dnn"]
+    faithful, tuned = np.array([0.70, 0.66, 0.68]), np.array([0.61, 0.63, 0.60])
+    data = pd.DataFrame({"rep": [0, 1, 2] * 2, "method": ["codeal"] * 3 + ["codeal_tuned"] * 3, "status": 0,
+                         "cf_mae": np.r_[faithful, tuned], "tuned_point": [np.nan] * 3 + [2, 3, 2]})
+    grid = [["rank", [1, 2, 3, 4]]]
+    settings = {"methods": [{"label": "codeal", "method": "codeal", "config": {}},
+                            {"label": "codeal_tuned", "method": "tuned", "config": {"grid": grid}}]}
+    dgp = cells[0].dgp()
+    (row,) = tc.cell_rows("4a", cells[0], dgp, StudyResult(data, settings), ["codeal"], pt.load_published())
+    diff = tuned - faithful
+    assert row["tuned - faithful"] == pt.fmt(diff.mean(), diff.std(ddof=1) / np.sqrt(3))
+    se = tuned.std(ddof=1) / np.sqrt(3)
+    assert row["published"] == "0.646 (0.009)" and row["true rank"] == 4
+    assert row["tuned z vs published"] == round((tuned.mean() - 0.646) / np.hypot(se, 0.009), 2)
+    assert row["ranks chosen (rank: count)"] == "3: 2, 4: 1"
