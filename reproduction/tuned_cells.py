@@ -52,10 +52,14 @@ def run_cell(cell: Cell, methods: list[str], args, key):
     runs = []
     for name in methods:
         base = sim.paper_config(name, dgp, covariates=cell.covariates)
-        tuned = cj.TunedConfig(base=base, grid={"rank": tuple(range(1, args.max_rank + 1))}, folds=args.folds,
-                               rule=args.rule)
+        grid = {"rank": tuple(range(1, args.max_rank + 1))}
+        if args.removals and cell.covariates is not None:
+            grid["covariates"] = tuple(args.removals)
+        tuned = cj.TunedConfig(base=base, grid=grid, folds=args.folds, rule=args.rule)
         runs += [(name, name, base), (f"{name}_tuned", "tuned", tuned)]
-    folder = os.path.join(args.out, f"{cell.slug}_s{args.seed}_{'+'.join(methods)}_r{args.max_rank}{args.rule}")
+    removals = f"_{'+'.join(args.removals)}" if args.removals else ""
+    folder = os.path.join(args.out,
+                          f"{cell.slug}_s{args.seed}_{'+'.join(methods)}_r{args.max_rank}{args.rule}{removals}")
     t0 = time.perf_counter()
     result = sim.run_study(key, dgp, runs, args.reps, out_dir=folder, progress=args.progress,
                            chunk_size=args.chunk_size)
@@ -78,7 +82,7 @@ def cell_rows(table: str, cell: Cell, dgp, result, methods: list[str], pub: pd.D
         p = pub[mask].iloc[0] if mask.any() else None
         se = lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else np.nan
         chosen = choices[choices["method"] == f"{name}_tuned"]
-        ranks = ", ".join(f"{int(r)}: {int(c)}" for r, c in zip(chosen["rank"], chosen["count"]) if c)
+        ranks = ", ".join(f"{_point(row)}: {int(row['count'])}" for _, row in chosen.iterrows() if row["count"])
         pub_mean, pub_se = (float(p["mean"]), float(p["se"])) if p is not None else (np.nan, np.nan)
         rows.append({
             "cell": cell.slug, "method": name, "reps": len(tuned), "true rank": dgp.rank,
@@ -86,9 +90,15 @@ def cell_rows(table: str, cell: Cell, dgp, result, methods: list[str], pub: pd.D
             "tuned - faithful": fmt(diff.mean(), se(diff)), "published": fmt(pub_mean, pub_se),
             "tuned z vs published": round(z_score(tuned.mean(), se(tuned), pub_mean, pub_se), 2),
             "tuned vs published": f"{100 * (tuned.mean() / pub_mean - 1):+.1f}%",
-            "ranks chosen (rank: count)": ranks,
+            "chosen (point: count)": ranks,
         })
     return rows
+
+
+def _point(row) -> str:
+    """A chosen grid point as ``4`` (rank only) or ``4/linear`` (rank and removal)."""
+    rank = str(int(row["rank"]))
+    return f"{rank}/{row['covariates']}" if "covariates" in row and isinstance(row["covariates"], str) else rank
 
 
 def main(argv=None) -> int:
@@ -98,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="codeal", help="comma-separated methods with a rank (default codeal)")
     ap.add_argument("--reps", type=int, default=None, help="replications per cell (default 10; 3 with --quick)")
     ap.add_argument("--max-rank", type=int, default=8, help="ranks searched: 1..max (default 8)")
+    ap.add_argument("--removals", default="", help="comma-separated covariate removals also searched "
+                                                   "(e.g. dnn,linear; default: the paper's removal only)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--rule", default="min", choices=["min", "1se"])
     ap.add_argument("--seed", type=int, default=0, help="study key jax.random.key(seed), as the paper tables'")
@@ -111,6 +123,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.max_rank = min(args.max_rank, 3)
     args.reps = args.reps or (3 if args.quick else 10)
+    args.removals = [r.strip() for r in args.removals.split(",") if r.strip()]
     results = args.results or (None if args.quick else os.path.join(RESULTS, "tuned_cells.md"))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     cells = cells_of(args.table, [c for c in args.cells.split(",") if c])
@@ -137,8 +150,9 @@ def main(argv=None) -> int:
     print(text)
     if results:
         command = "python -m reproduction.tuned_cells " + " ".join(argv if argv is not None else sys.argv[1:])
+        searched = f"1..{args.max_rank}" + (f" x removal {'/'.join(args.removals)}" if args.removals else "")
         head = (f"### Tuned methods on Table {args.table} cells (rank chosen by {args.folds}-fold CV over "
-                f"1..{args.max_rank}, rule {args.rule})\n\nCommand: `{command}`\n\n"
+                f"{searched}, rule {args.rule})\n\nCommand: `{command}`\n\n"
                 f"Machine: {machine_line()}; {seconds:.0f} s of study time (compilation included).\n\n")
         with open(results, "w") as fh:
             fh.write(head + text + "\n")

@@ -543,4 +543,9 @@ def test_tuned_cells_rows_pair_the_replications_and_score_against_the_paper():
     se = tuned.std(ddof=1) / np.sqrt(3)
     assert row["published"] == "0.646 (0.009)" and row["true rank"] == 4
     assert row["tuned z vs published"] == round((tuned.mean() - 0.646) / np.hypot(se, 0.009), 2)
-    assert row["ranks chosen (rank: count)"] == "3: 2, 4: 1"
+    assert row["chosen (point: count)"] == "3: 2, 4: 1"
+    # A grid over the rank and the covariate removal: points named rank/removal.
+    data["tuned_point"] = [np.nan] * 3 + [1, 6, 1]  # (rank, removal) row-major: 1 = (1, linear), 6 = (4, dnn)
+    settings["methods"][1]["config"]["grid"] = [["rank", [1, 2, 3, 4]], ["covariates", ["dnn", "linear"]]]
+    (row,) = tc.cell_rows("4a", cells[0], dgp, StudyResult(data, settings), ["codeal"], pt.load_published())
+    assert row["chosen (point: count)"] == "1/linear: 2, 4/dnn: 1"
