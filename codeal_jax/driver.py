@@ -30,6 +30,7 @@ from .covariates import prepare, resolve_centering
 from .design import StaggeredDesign, adoption_problem, check_adoption, is_four_block, staggered_design
 from .panel import Panel
 from .result import Result, Status, finalize
+from .runtime import gc_paused
 
 
 class _Unset:
@@ -88,11 +89,13 @@ class Plan:
         return staggered.plan_buckets(self.design.subproblems(), self.config.max_buckets)
 
     def __call__(self, key: jax.Array, panel: Panel, hyper: dict | None = None) -> Result:
-        return run(key, panel.without_labels(), self, hyper)
+        with gc_paused():  # the first call traces (see runtime.gc_paused); later ones find it cached
+            return run(key, panel.without_labels(), self, hyper)
 
     def lower(self, key: jax.Array, panel: Panel):
         """The fit of ``panel`` (without labels) lowered ahead of time (``jax.stages.Lowered``)."""
-        return run.lower(key, panel, self)
+        with gc_paused():
+            return run.lower(key, panel, self)
 
     def checked(self, key: jax.Array, panel: Panel, budget: int | None = None) -> Result:
         """Like calling the plan, after sizing the compiled fit against the free memory.

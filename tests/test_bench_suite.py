@@ -205,3 +205,26 @@ def test_scale_benchmark_fits_each_subproblem_at_its_exact_shape():
         assert (only.rows, only.cols, only.ctrl_rows, only.pre_cols) == (sub.rows, sub.cols, sub.ctrl_rows, sub.pre_cols)
     with pytest.raises(SystemExit):
         bench_scale.main(["--only", "no_such_row"])
+
+
+def test_bench_shard_splits_the_decoders_and_keeps_the_fit():
+    """python -m benchmarks.bench_shard on tiny shapes: two host devices, both programmes timed, and the
+    fit with its decoders split over the devices imputes what the one-device fit does (float32 rounding)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "benchmarks.bench_shard", "--units", "8", "--periods", "6", "--keys", "1",
+           "--repeats", "1"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=ROOT).stdout
+    assert "2 host devices" in out, out
+    timing, accuracy = out.split("counterfactual MAE")
+
+    def rows(text):
+        return {c[0]: c[1:] for c in ([x.strip() for x in line.strip("|").split("|")] for line in text.splitlines()
+                                      if line.startswith("| ") and not line.startswith("| programme")
+                                      and not line.startswith("| fit"))}
+
+    times = {name: [float(v) for v in vals] for name, vals in rows(timing).items()}
+    maes = {name: float(vals[1]) for name, vals in rows(accuracy).items()}
+    assert set(times) == {"one device", "decoders split"} and all(t > 0 for v in times.values() for t in v)
+    assert set(maes) == {"one device", "decoders split", "one device under vmap"}, out
+    assert maes["decoders split"] == pytest.approx(maes["one device"], abs=1e-3)

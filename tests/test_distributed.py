@@ -1,7 +1,13 @@
 """A study over two processes (``jax.distributed`` on 127.0.0.1, one CPU device each).
 
-The table must equal the one-process table exactly, and a directory left by a
-killed process must resume, under one process or two, to the same table.
+The table must equal the one-process table: the same records (file names,
+replications, methods, statuses), their metrics to float32 rounding. One
+process runs a chunk's replications as one batch on its device, two processes
+half of it on each, and these are different programmes: on some CPUs (an
+AVX-512 Xeon) XLA rounds them differently, on others (an AMD EPYC) they agree bit
+for bit. The two processes return the same table exactly, and a directory
+left by a killed process must resume, under one process or two, to the same
+table.
 Every subprocess has a timeout, so a hung collective fails the test instead of
 hanging it.
 """
@@ -115,6 +121,21 @@ def chunk_files(out) -> list[str]:
     return sorted(n for n in os.listdir(out) if n.startswith("chunk_"))
 
 
+def assert_same_records(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Equal tables up to float32 rounding of the metrics: every other column, and the layout, exactly."""
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    floats = [c for c in want.columns if pd.api.types.is_float_dtype(want[c])]
+    others = [c for c in want.columns if c not in floats]
+    pd.testing.assert_frame_equal(got[others].reset_index(drop=True), want[others].reset_index(drop=True),
+                                  check_exact=True)
+    np.testing.assert_allclose(got[floats].to_numpy(), want[floats].to_numpy(), rtol=2e-5, atol=1e-6)
+
+
+def assert_same_files(got_dir, want_dir, name: str) -> None:
+    assert_same_records(pd.read_csv(got_dir / name, dtype={"method": str}),
+                        pd.read_csv(want_dir / name, dtype={"method": str}))
+
+
 def test_cli_two_processes_equal_one(tmp_path):
     """``codeal-jax simulate`` over two processes writes the records and summary of one process, byte for byte."""
     from codeal_jax import sim
@@ -139,7 +160,7 @@ def test_cli_two_processes_equal_one(tmp_path):
     assert chunk_files(two) == chunk_files(one) == ["chunk_000000-000001.csv", "chunk_000002-000003.csv",
                                                     "chunk_000004-000005.csv"]
     for name in [*chunk_files(one), "summary.csv"]:
-        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+        assert_same_files(two, one, name)
 
 
 def test_killed_process_resumes_under_two_or_one(reference, tmp_path):
@@ -156,15 +177,19 @@ def test_killed_process_resumes_under_two_or_one(reference, tmp_path):
     assert [rc for rc, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
     assert chunk_files(out) == chunk_files(ref_dir)
     for name in chunk_files(out):  # records as one process writes them
-        assert (out / name).read_bytes() == (ref_dir / name).read_bytes(), name
-    for pid in (0, 1):  # every process returns the whole study
-        got = pd.read_csv(out / f"returned_{pid}.csv.txt", dtype={"method": str})
-        pd.testing.assert_frame_equal(got, ref.data, check_exact=True)
+        assert_same_files(out, ref_dir, name)
+    returned = [pd.read_csv(out / f"returned_{pid}.csv.txt", dtype={"method": str}) for pid in (0, 1)]
+    pd.testing.assert_frame_equal(returned[0], returned[1], check_exact=True)  # one programme, one table
+    written = pd.concat([pd.read_csv(out / n, dtype={"method": str}) for n in chunk_files(out)])
+    assert_same_records(returned[0], ref.data)
+    # What was written is what was returned, to the digits a CSV keeps.
+    assert_same_records(written.sort_values(["rep", "method"]), returned[0].sort_values(["rep", "method"]))
 
     os.remove(out / "chunk_000004-000005.csv")
-    again = one_process(out)
-    pd.testing.assert_frame_equal(again.data, ref.data, check_exact=True)
-    assert again.table().equals(ref.table())
+    again = one_process(out)  # the lost chunk redone by one process, the rest read back
+    assert_same_records(again.data, ref.data)
+    last = again.data[again.data["rep"] >= 4].reset_index(drop=True)
+    pd.testing.assert_frame_equal(last, ref.data[ref.data["rep"] >= 4].reset_index(drop=True), check_exact=True)
 
 
 # ----------------------------------------------------------------------------- host-side pieces

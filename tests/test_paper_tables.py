@@ -295,8 +295,11 @@ def test_committed_tables_name_the_module_commands_that_made_them():
         with open(os.path.join(pt.RESULTS, name)) as fh:
             command = re.search(r"^Command: `([^`]*)`", fh.read(), re.MULTILINE)
         assert command, name
-        script = "paper_tables" if name.startswith("paper_table_") else name.split("_")[0].removesuffix(".md")
-        assert command.group(1).startswith(f"python -m reproduction.{script} "), (name, command.group(1))
+        module = re.match(r"python -m reproduction\.(\w+) ", command.group(1))
+        assert module, (name, command.group(1))
+        script = module.group(1)  # the page is named after its script (paper_tables: paper_table_<t>.md)
+        assert os.path.exists(os.path.join(os.path.dirname(pt.__file__), f"{script}.py")), (name, script)
+        assert name.startswith("paper_table_" if script == "paper_tables" else script), (name, script)
         assert "benchmarks" not in command.group(1), (name, command.group(1))
 
 

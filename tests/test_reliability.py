@@ -567,6 +567,27 @@ def test_force_host_devices_adds_the_count_once():
     assert not runtime.force_host_devices(1, {}) and not runtime.force_host_devices(None, {})
 
 
+def test_gc_paused_restores_the_collector_even_on_error():
+    """Tracing runs with the cyclic collector off; afterwards it is as it was, also after an exception."""
+    import gc
+
+    from codeal_jax import runtime
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with runtime.gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with runtime.gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller who had it off keeps it off
+    finally:
+        gc.enable()
+
+
 def test_tuned_flags_accepted_by_installed_jaxlib():
     """A fresh process with the tuned flags compiles and runs (XLA would abort on an unknown flag)."""
     import subprocess

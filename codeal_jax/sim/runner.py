@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .. import memory
 from ..batching import fetch, gather_processes, put_batch
 from ..driver import UNSET
+from ..runtime import gc_paused
 from .dgp import DGPConfig
 from .programmes import Structure, chunk_programme, data_programme, fit_programme, shardings
 from .results import StudyResult, chunk_rows, sorted_rows
@@ -84,7 +85,8 @@ def _chunk_bytes(key, dgp, runs, devices: tuple, width: int) -> int | None:
     panels, truths = jax.eval_shape(data_programme(dgp, devices), key, idx)
     place = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=split)
     fit_fn = fit_programme(Structure.of(dgp), runs, devices)
-    compiled = fit_fn.lower(key, idx, jax.tree.map(place, panels), jax.tree.map(place, truths)).compile()
+    with gc_paused():  # tracing: see runtime.gc_paused
+        compiled = fit_fn.lower(key, idx, jax.tree.map(place, panels), jax.tree.map(place, truths)).compile()
     return memory.compiled_bytes(compiled)
 
 
@@ -259,7 +261,8 @@ def run_study(
         for lo in range(0, len(todo), int(chunk_size)):
             idx = todo[lo : lo + int(chunk_size)]
             padded = np.concatenate([idx, np.full(width - len(idx), idx[-1])]).astype(np.uint32)
-            out = fetch(chunk_fn(key, put_batch(padded, split)))  # every process gets the whole chunk
+            with gc_paused():  # the first chunk traces the programmes
+                out = fetch(chunk_fn(key, put_batch(padded, split)))  # every process gets the whole chunk
             rows = chunk_rows(out, idx, len(idx), labels)
             if out_dir is not None and leader:
                 write_chunk(out_dir, rows)
