@@ -153,7 +153,8 @@ def main(argv=None) -> int:
         searched = f"1..{args.max_rank}" + (f" x removal {'/'.join(args.removals)}" if args.removals else "")
         head = (f"### Tuned methods on Table {args.table} cells (rank chosen by {args.folds}-fold CV over "
                 f"{searched}, rule {args.rule})\n\nCommand: `{command}`\n\n"
-                f"Machine: {machine_line()}; {seconds:.0f} s of study time (compilation included).\n\n")
+                f"Machine: {machine_line()}; {seconds:.0f} s of study time in this run (compilation included; "
+                f"cells read back from their records take none).\n\n")
         with open(results, "w") as fh:
             fh.write(head + text + "\n")
     return 0
