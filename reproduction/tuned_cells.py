@@ -13,8 +13,8 @@ paired over the replications.
 Writes ``reproduction/results/tuned_cells.md`` (or ``--results``): per cell and
 method, the faithful and the tuned MAE (mean and standard error over
 replications), the paired difference, the published MAE, the tuned one's
-z-score against it and its change in percent, and the ranks chosen against the
-true rank. Studies resume from ``--out``.
+z-score against it and its change in percent, and the grid points chosen against
+the true rank. Studies resume from ``--out``.
 """
 
 from __future__ import annotations
@@ -74,25 +74,32 @@ def cell_rows(table: str, cell: Cell, dgp, result, methods: list[str], pub: pd.D
         faithful = data[data["method"] == name].set_index("rep")["cf_mae"]
         tuned = data[data["method"] == f"{name}_tuned"].set_index("rep")["cf_mae"]
         diff = (tuned - faithful).dropna()
-        mask = ((pub["table"] == table) & (pub["method"] == name) & (pub["metric"] == "cf_mae")
-                & (pub["config"] == cell.config) & (pub["factor"] == cell.factor)
-                & (pub["covariate"] == cell.covariate))
-        if cell.covariate != "none":
-            mask &= pub["removal"] == cell.removal
-        p = pub[mask].iloc[0] if mask.any() else None
-        se = lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else np.nan
+        p = _published(pub, table, cell, name)
         chosen = choices[choices["method"] == f"{name}_tuned"]
         ranks = ", ".join(f"{_point(row)}: {int(row['count'])}" for _, row in chosen.iterrows() if row["count"])
         pub_mean, pub_se = (float(p["mean"]), float(p["se"])) if p is not None else (np.nan, np.nan)
         rows.append({
             "cell": cell.slug, "method": name, "reps": len(tuned), "true rank": dgp.rank,
-            "faithful": fmt(faithful.mean(), se(faithful)), "tuned": fmt(tuned.mean(), se(tuned)),
-            "tuned - faithful": fmt(diff.mean(), se(diff)), "published": fmt(pub_mean, pub_se),
-            "tuned z vs published": round(z_score(tuned.mean(), se(tuned), pub_mean, pub_se), 2),
+            "faithful": fmt(faithful.mean(), _se(faithful)), "tuned": fmt(tuned.mean(), _se(tuned)),
+            "tuned - faithful": fmt(diff.mean(), _se(diff)), "published": fmt(pub_mean, pub_se),
+            "tuned z vs published": round(z_score(tuned.mean(), _se(tuned), pub_mean, pub_se), 2),
             "tuned vs published": f"{100 * (tuned.mean() / pub_mean - 1):+.1f}%",
             "chosen (point: count)": ranks,
         })
     return rows
+
+
+def _se(values: pd.Series) -> float:
+    return values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+
+
+def _published(pub: pd.DataFrame, table: str, cell: Cell, method: str):
+    """The published counterfactual-MAE row of ``method`` in ``cell`` (the tables' own cell mapping), or None."""
+    rows = pub[(pub["table"] == table) & (pub["method"] == method) & (pub["metric"] == "cf_mae")]
+    for _, row in rows.iterrows():
+        if cell_of(row) == cell:
+            return row
+    return None
 
 
 def _point(row) -> str:

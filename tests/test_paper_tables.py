@@ -552,3 +552,13 @@ def test_tuned_cells_rows_pair_the_replications_and_score_against_the_paper():
     settings["methods"][1]["config"]["grid"] = [["rank", [1, 2, 3, 4]], ["covariates", ["dnn", "linear"]]]
     (row,) = tc.cell_rows("4a", cells[0], dgp, StudyResult(data, settings), ["codeal"], pt.load_published())
     assert row["chosen (point: count)"] == "1/linear: 2, 4/dnn: 1"
+
+
+def test_tuned_cells_find_the_published_row_of_each_staggered_design():
+    """Table 4b has one cell per adoption-group count r: the published row looked up is that r's."""
+    from reproduction import tuned_cells as tc
+
+    pub = pt.load_published()
+    for cell in tc.cells_of("4b", ["c3r5-", "c3r10-"]):
+        row = tc._published(pub, "4b", cell, "codeal")
+        assert row is not None and int(row["r"]) == cell.r and int(row["config"]) == cell.config, cell

@@ -224,22 +224,11 @@ def run(args) -> int:
         print(f"staggered design: {dates} adoption dates merged into one group (--max-groups): one four-block fit")
     print(f"fitting {method} on {jax.default_backend()} (the first call compiles; this can take a minute) ...",
           flush=True)
-    out = args.out
-    written = []
-
-    def target(name):
-        os.makedirs(out, exist_ok=True)
-        written.append(os.path.join(out, name))
-        return written[-1]
-
     t0 = time.perf_counter()
     key = jax.random.key(args.seed)
     inference = None
     if args.inference is None:
         result = fit.checked(key, panel)  # sized before it runs: too large a fit is refused, not crashed
-        # The fit runs asynchronously: draw the panel's treatment map (matplotlib's import included)
-        # while it does, rather than after it.
-        plots.plot_treatment(panel, target("treatment.png"))
         jax.block_until_ready(result.y0_hat)
     else:
         inference = infer(key, panel, config, procedure=args.inference, draws=args.draws, level=args.level,
@@ -258,14 +247,21 @@ def run(args) -> int:
               f"SE {float(inference.se.att):.4g} ({inference.procedure}, {inference.n_draws} draws{failed})")
     print("\n".join(_effect_lines(table)))
 
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    written = []
+
+    def target(name):
+        written.append(os.path.join(out, name))
+        return written[-1]
+
     table.to_csv(target("unit_effects.csv"), index=False)
     if tuning is not None:
         tuning.table().to_csv(target("cv.csv"), index=False)
         plots.plot_cv_curve(tuning, target("cv.png"))
     long = with_outcomes_as_read(long_table(panel, result), df, args.unit, args.time, args.outcome)
     long.to_csv(target("long.csv"), index=False)
-    if inference is not None:
-        plots.plot_treatment(panel, target("treatment.png"))
+    plots.plot_treatment(panel, target("treatment.png"))
     plots.plot_trajectories(panel, result, agg="mean", path=target("trajectories.png"),
                             ylabel=f"mean {args.outcome}")
     plots.plot_unit_effects(panel, result, target("unit_effects.png"), inference=inference)
